@@ -1,0 +1,347 @@
+r"""Convolution (cross-correlation, as in every CNN library) and its gradients.
+
+Notation: N batch, G groups, C_in = G·C_ig input and C_out = G·C_og output
+channels, d spatial dims, kernel k, stride s, dilation dil, padding
+(p_lo, p_hi), padded input size P = S + p_lo + p_hi, output size O (see
+``npconv._args.conv_out_size``), K = C_ig·prod(k) the length of one unfolded
+window, L = prod(O) the number of output positions.
+
+Forward (the seed equation, with stride, dilation and groups)::
+
+    Y[n, g·C_og+c, o] = b[c] + Σ_{ci < C_ig} Σ_m W[g·C_og+c, ci, m] · Xp[n, g·C_ig+ci, o·s + m·dil]
+
+vectorised per group as one GEMM over the whole batch::
+
+    Y_g = W̃_g · X̃_g          W̃_g (C_og, K),  X̃_g (K, N·L),  Y_g (C_og, N·L)
+
+where ``X̃`` is the unfolded padded input (im2col) with the batch laid side
+by side as more columns — each sample's columns are exactly the seed's
+``X̃ (C_in·k_h·k_w, H_out·W_out)``.
+
+Backward (gradients of ``sum(Y * δ)``, with ``δ_g (C_og, N·L)``)::
+
+    dW̃_g = δ_g · X̃_gᵀ            (one GEMM: summing over samples is part of the product)
+    db    = Σ_{n, o} δ
+    dX̃_g = W̃_gᵀ · δ_g            then dXp = fold(dX̃)   (col2im)
+    dX    = Pᵀ dXp                 (adjoint of the padding; see ``_padding``)
+
+``dX`` can equally be computed as the full convolution of the stride-dilated
+``δ`` with the flipped, group-transposed kernel (``dx_method="full_conv"``);
+both are tested equal. The fold form is the transposed convolution, which is
+how ``conv_transpose`` reuses this module.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _args
+from ._config import get_workspace_limit
+from ._im2col import fold_padded, window_view
+from ._padding import pad, pad_adjoint
+
+
+class ConvGrads(NamedTuple):
+    """Gradients of ``sum(y * dy)``: ``dx`` like x, ``dweight`` like weight, ``dbias (C_out,)`` or None."""
+    dx: np.ndarray
+    dweight: np.ndarray
+    dbias: object
+
+
+# --------------------------------------------------------------------------
+# chunking: the workspace limit
+# --------------------------------------------------------------------------
+def _chunks(batch: int, out_size, bytes_per_position: int):
+    """Split the work into (batch slice, first-output-dim slice) pieces.
+
+    Each piece's unfolded buffer (``bytes_per_position`` per output position)
+    stays under the workspace limit: whole samples when one fits, else runs of
+    output rows of one sample. At least one row is always processed.
+    """
+    limit = get_workspace_limit()
+    per_sample = bytes_per_position * _args.prod(out_size)
+    if per_sample <= limit:
+        step = max(1, min(batch, limit // max(per_sample, 1)))
+        for start in range(0, batch, step):
+            yield slice(start, min(start + step, batch)), slice(0, out_size[0])
+        return
+    per_row = bytes_per_position * _args.prod(out_size[1:])
+    rows = max(1, limit // per_row)
+    for n in range(batch):
+        for start in range(0, out_size[0], rows):
+            yield slice(n, n + 1), slice(start, min(start + rows, out_size[0]))
+
+
+def _input_rows(rows: slice, stride, dilation, kernel) -> slice:
+    """Padded-input rows (first spatial dim) read by output rows ``rows``."""
+    return slice(rows.start * stride[0],
+                 (rows.stop - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1)
+
+
+def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarray:
+    """X̃ of the seed equation for a chunk: ``xp (n, C_in, *P) -> (G, K, n·L)``.
+
+    One strided copy of the window view, transposed so that channels and kernel
+    offsets are rows and (sample, output position) are columns.
+    """
+    d = geom.d
+    n, c_in = xp.shape[:2]
+    view = window_view(xp, geom.kernel, geom.stride, geom.dilation, out_size)  # (n, C_in, *k, *O)
+    perm = tuple(range(1, 2 + d)) + (0,) + tuple(range(2 + d, 2 + 2 * d))     # (C_in, *k, n, *O)
+    cols = np.ascontiguousarray(view.transpose(perm))
+    return cols.reshape(geom.groups, -1, n * _args.prod(out_size))
+
+
+def _group_rows(array: np.ndarray, groups: int) -> np.ndarray:
+    """``(n, C, *O) -> (G, C/G, n·L)``: channels as rows, samples side by side (a copy)."""
+    n, c = array.shape[:2]
+    rows = np.ascontiguousarray(np.moveaxis(array.reshape(n, c, -1), 0, 1))  # (C, n, L)
+    return rows.reshape(groups, c // groups, -1)
+
+
+def _ungroup_rows(rows: np.ndarray, n: int, out_shape) -> np.ndarray:
+    """Inverse of ``_group_rows`` as a view: ``(G, C/G, n·L) -> (n, C, *O)``."""
+    c = rows.shape[0] * rows.shape[1]
+    return np.moveaxis(rows.reshape((c, n) + tuple(out_shape)), 1, 0)
+
+
+# --------------------------------------------------------------------------
+# the three GEMM kernels (shared with conv_transpose)
+# --------------------------------------------------------------------------
+def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``Y = W̃ X̃`` without bias: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_out, *O)``."""
+    batch, c_in = x.shape[:2]
+    c_out = weight.shape[0]
+    w_mat = weight.reshape(geom.groups, c_out // geom.groups, -1)   # W̃_g (G, C_og, K)
+    y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
+    bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
+    xp, padded_batch = None, None
+    for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
+        if padded_batch != batch_slice:  # pad once per batch chunk, not per row chunk
+            xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
+        out_size = (rows.stop - rows.start,) + geom.out_size[1:]
+        x_rows = xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)]
+        x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g (G, K, n·L)
+        y_rows = np.matmul(w_mat, x_cols)                             # Y_g (G, C_og, n·L)
+        y[batch_slice, :, rows] = _ungroup_rows(y_rows, x_rows.shape[0], out_size)
+    return y
+
+
+def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``dW̃ = δ X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``."""
+    batch, c_in = x.shape[:2]
+    c_out = dy.shape[1]
+    groups = geom.groups
+    dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
+    bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
+    xp, padded_batch = None, None
+    for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
+        if padded_batch != batch_slice:
+            xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
+        out_size = (rows.stop - rows.start,) + geom.out_size[1:]
+        x_cols = _unfold_grouped(xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)],
+                                 geom, out_size)                     # X̃_g (G, K, n·L)
+        dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
+        dw_mat += np.matmul(dy_rows, x_cols.swapaxes(1, 2))           # δ_g X̃_gᵀ
+    return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
+
+
+def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``dX = Pᵀ fold(W̃ᵀ δ)``: dy ``(N, C_out, *O)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_in, *S)``.
+
+    This is also the transposed convolution of ``dy`` (``mode="zeros"``).
+    """
+    batch, c_out = dy.shape[:2]
+    groups = geom.groups
+    c_in = weight.shape[1] * groups
+    w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
+    dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
+    bytes_per_position = c_in * _args.prod(geom.kernel) * dy.itemsize
+    dxp, padded_batch = None, None
+
+    def unpad_into_dx():
+        dx[padded_batch] = pad_adjoint(dxp, geom.pads, mode, geom.in_size)
+
+    for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
+        if padded_batch != batch_slice:
+            if dxp is not None:
+                unpad_into_dx()
+            padded_batch = batch_slice
+            dxp = np.zeros((batch_slice.stop - batch_slice.start, c_in) + geom.padded_size, dtype=dy.dtype)
+        n = dxp.shape[0]
+        out_size = (rows.stop - rows.start,) + geom.out_size[1:]
+        dy_rows = _group_rows(dy[batch_slice, :, rows], groups)           # δ_g (G, C_og, n·L)
+        dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (G, K, n·L)
+        # (G, K, n·L) -> (n, C_in, *k, *O) view for the strided col2im adds
+        dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 0)
+        fold_padded(dx_cols, None, geom.kernel, geom.stride, geom.dilation,
+                    out=dxp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)])
+    unpad_into_dx()
+    return dx
+
+
+def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """Input gradient as a *convolution*: the full convolution of the stride-dilated ``δ``
+    with the flipped, group-transposed kernel (tinygrad's / the textbook form).
+
+    ``dXp[n, ci, q] = Σ_{co, m} W[co, ci, m] δ[n, co, (q - m·dil)/s]`` (terms with a
+    non-integer or out-of-range index vanish): insert ``s-1`` zeros between the
+    elements of ``δ``, pad ``dil·(k-1)`` on both sides and correlate with ``W``
+    flipped in space and with in/out channels swapped per group.
+    """
+    batch, c_out = dy.shape[:2]
+    groups, d = geom.groups, geom.d
+    c_ig = weight.shape[1]
+    dilated_size = tuple((o - 1) * s + 1 for o, s in zip(geom.out_size, geom.stride))
+    dy_dilated = np.zeros((batch, c_out) + dilated_size, dtype=dy.dtype)
+    dy_dilated[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)] = dy
+    # (C_out, C_ig, *k) -> (G, C_og, C_ig, *k) -> (G, C_ig, C_og, *k) -> (C_in, C_og, *k), flipped
+    w_flipped = weight.reshape((groups, c_out // groups, c_ig) + geom.kernel).swapaxes(1, 2)
+    w_flipped = w_flipped.reshape((groups * c_ig, c_out // groups) + geom.kernel)
+    w_flipped = w_flipped[(slice(None), slice(None)) + (slice(None, None, -1),) * d]
+    full_pads = tuple((dil * (k - 1),) * 2 for dil, k in zip(geom.dilation, geom.kernel))
+    reached = tuple(size + dil * (k - 1) for size, dil, k in zip(dilated_size, geom.dilation, geom.kernel))
+    full_geom = _args.Geometry(d, geom.kernel, (1,) * d, geom.dilation, full_pads, groups,
+                               dilated_size, reached)
+    dx_reached = _conv_forward(dy_dilated, np.ascontiguousarray(w_flipped), full_geom, "zeros")
+    # Padded positions past the last window (floor in the output size) get no gradient.
+    dxp = np.zeros((batch, groups * c_ig) + geom.padded_size, dtype=dy.dtype)
+    dxp[(slice(None), slice(None)) + tuple(slice(0, r) for r in reached)] = dx_reached
+    return pad_adjoint(dxp, geom.pads, mode, geom.in_size)
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+def _finish(y: np.ndarray, unbatched: bool, dtype) -> np.ndarray:
+    y = y.astype(dtype, copy=False)
+    return y[0] if unbatched else y
+
+
+def _add_bias(y: np.ndarray, bias) -> np.ndarray:
+    if bias is not None:
+        y += bias.reshape((-1,) + (1,) * (y.ndim - 2))  # in place: no second output-sized array
+    return y
+
+
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """N-d convolution (cross-correlation), d = ``weight.ndim - 2`` in {1, 2, 3}.
+
+    Parameters
+    ----------
+    x : array ``(N, C_in, *S)`` or unbatched ``(C_in, *S)``
+    weight : array ``(C_out, C_in/groups, *k)``
+    bias : array ``(C_out,)`` or None
+    stride, dilation : int or d ints (>= 1)
+    padding : int, d ints, d ``(lo, hi)`` pairs, ``"valid"`` or ``"same"``
+        (``"same"``: ``O = ceil(S/stride)``; odd total padding puts the extra at the end)
+    groups : int dividing C_in and C_out
+    padding_mode : ``"zeros" | "reflect" | "replicate" | "circular"``
+
+    Returns
+    -------
+    y : ``(N, C_out, *O)`` (unbatched in, unbatched out), ``O = floor((S + p_lo + p_hi - dil(k-1) - 1)/s) + 1``,
+        dtype ``np.result_type(x, weight)`` (float16 computed in float32).
+
+    Raises
+    ------
+    TypeError  non-float dtypes.  ValueError  any inconsistent argument (the message names it).
+
+    Examples
+    --------
+    >>> import numpy as np, npconv
+    >>> x = np.ones((1, 2, 5, 5)); w = np.ones((3, 2, 3, 3))
+    >>> npconv.conv(x, w, padding=1).shape
+    (1, 3, 5, 5)
+    >>> float(npconv.conv(x, w)[0, 0, 0, 0])   # 2 channels x 3x3 ones
+    18.0
+    """
+    call = _args.conv_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, "conv")
+    return _conv_public(call)
+
+
+def _conv_public(call: _args.ConvCall):
+    y = _conv_forward(call.x, call.weight, call.geom, call.padding_mode)
+    return _finish(_add_bias(y, call.bias), call.unbatched, call.result_dtype)
+
+
+def _conv_d(d: int):
+    name = f"conv{d}d"
+
+    def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+        call = _args.conv_call(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                               name, expect_d=d)
+        return _conv_public(call)
+
+    conv_nd.__name__ = conv_nd.__qualname__ = name
+    conv_nd.__doc__ = f"{d}-d convolution: ``conv`` with a check that ``weight.ndim == {d + 2}``. See ``npconv.conv``."
+    return conv_nd
+
+
+conv1d, conv2d, conv3d = _conv_d(1), _conv_d(2), _conv_d(3)
+
+DX_METHODS = ("fold", "full_conv")
+
+
+def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+              bias=True, *, dx_method="fold"):
+    """Gradients of ``sum(conv(x, weight, b, ...) * dy)`` with respect to x, weight and bias.
+
+    Parameters
+    ----------
+    dy : array ``(N, C_out, *O)`` (or unbatched ``(C_out, *O)`` with unbatched x)
+    x, weight, stride, padding, dilation, groups, padding_mode : as in ``conv``
+    bias : bool, whether to return ``dbias`` (else it is None)
+    dx_method : ``"fold"`` (``Pᵀ fold(W̃ᵀ δ)``, default) or ``"full_conv"``
+        (full convolution of the stride-dilated ``δ`` with the flipped kernel)
+
+    Returns
+    -------
+    ConvGrads(dx ``like x``, dweight ``like weight``, dbias ``(C_out,)`` or None),
+    in dtype ``np.result_type(x, weight)``.
+    """
+    fn = "conv_grad"
+    call = _args.conv_call(x, weight, None, stride, padding, dilation, groups, padding_mode, fn)
+    if dx_method not in DX_METHODS:
+        raise ValueError(f"{fn}: 'dx_method' must be one of {DX_METHODS}, got {dx_method!r}")
+    dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + call.geom.out_size,
+                       call.x.dtype, fn)
+    input_grad = _conv_input_grad if dx_method == "fold" else _conv_input_grad_full
+    dx = input_grad(dy, call.weight, call.geom, call.padding_mode)
+    dweight = _conv_weight_grad(call.x, dy, call.geom, call.padding_mode)
+    dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None   # db = Σ_{n,o} δ
+    return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
+
+
+def _batched_grad(dy, unbatched: bool, expected_shape, dtype, fn: str) -> np.ndarray:
+    """Validate ``dy`` against the output shape and return it batched in the compute dtype."""
+    dy = _args.as_float_array("dy", dy, fn)
+    _args.check_grad_shape(dy, expected_shape[1:] if unbatched else expected_shape, fn)
+    dy = dy[None] if unbatched else dy
+    return dy.astype(dtype, copy=False)
+
+
+def _grads(dx, dweight, dbias, unbatched: bool, dtype) -> ConvGrads:
+    return ConvGrads(_finish(dx, unbatched, dtype), dweight.astype(dtype, copy=False),
+                     None if dbias is None else dbias.astype(dtype, copy=False))
+
+
+def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
+    """Spatial output size of a convolution (``"same"`` and ``(lo, hi)`` pairs accepted).
+
+    ``O = floor((S + p_lo + p_hi - dil·(k-1) - 1)/s) + 1`` per dim.
+
+    >>> conv_output_size((56, 56), 3, stride=2, padding="same")
+    (28, 28)
+    """
+    fn = "conv_output_size"
+    in_size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
+    d = len(in_size)
+    in_size = _args.int_tuple("input_size", in_size, d, fn)
+    kernel = _args.int_tuple("kernel_size", kernel_size, d, fn)
+    stride = _args.int_tuple("stride", stride, d, fn)
+    dilation = _args.int_tuple("dilation", dilation, d, fn)
+    pads = _args.padding_pairs(padding, d, fn, in_size=in_size, kernel=kernel, stride=stride,
+                               dilation=dilation)
+    return _args.conv_out_size(in_size, pads, kernel, stride, dilation, fn)

@@ -1,0 +1,13 @@
+"""The functional API in one namespace: ``from npconv import functional as F``.
+
+Pure functions on NumPy arrays (no state): convolution, transposed convolution,
+unfold/fold, pooling, each with its gradient function beside it.
+"""
+from .conv import ConvGrads, conv, conv1d, conv2d, conv3d, conv_grad, conv_output_size
+from .conv_transpose import (conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d,
+                             conv_transpose_grad, conv_transpose_output_size)
+from ._im2col import fold, unfold
+
+__all__ = ["ConvGrads", "conv", "conv1d", "conv2d", "conv3d", "conv_grad", "conv_output_size",
+           "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+           "conv_transpose_grad", "conv_transpose_output_size", "fold", "unfold"]
