@@ -3,8 +3,8 @@
 Pure functions on NumPy arrays (no state): convolution, transposed convolution,
 unfold/fold, pooling, each with its gradient function beside it.
 """
-from .conv import ConvGrads, conv, conv1d, conv2d, conv3d, conv_grad, conv_output_size
-from .conv_transpose import (conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d,
+from .convolution import ConvGrads, conv, conv1d, conv2d, conv3d, conv_grad, conv_output_size
+from .transposed import (conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d,
                              conv_transpose_grad, conv_transpose_output_size)
 from ._im2col import fold, unfold
 

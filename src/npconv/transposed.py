@@ -7,7 +7,7 @@ exactly the transposed weight, in PyTorch's layout),
 
     conv_transpose(x, W) = cᵀ(x) = Pᵀ fold(W̃ᵀ X)           ⟨c(u), x⟩ = ⟨u, cᵀ(x)⟩
 
-which is the input gradient of ``conv`` (``npconv.conv._conv_input_grad``):
+which is the input gradient of ``conv`` (``npconv.convolution._conv_input_grad``):
 every input element scatters ``x · W`` onto the output window it would have
 been read from. The "full" output, before any cropping, has size
 
@@ -30,7 +30,7 @@ Gradients of ``sum(y * dy)`` follow from bilinearity, with the same pieces:
 from __future__ import annotations
 
 from . import _args
-from .conv import (ConvGrads, _add_bias, _batched_grad, _conv_forward, _conv_input_grad,
+from .convolution import (ConvGrads, _add_bias, _batched_grad, _conv_forward, _conv_input_grad,
                    _conv_weight_grad, _finish, _grads)
 
 
