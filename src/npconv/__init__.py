@@ -7,7 +7,8 @@
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from ._config import get_workspace_limit, set_workspace_limit, workspace_limit
+from ._config import (get_num_threads, get_workspace_limit, set_num_threads, set_workspace_limit,
+                      workspace_limit)
 from .functional import *  # noqa: F401,F403  (the contract's functional API)
 from .functional import __all__ as _functional_all
 
@@ -17,4 +18,4 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = list(_functional_all) + ["get_workspace_limit", "set_workspace_limit", "workspace_limit",
-                                   "__version__"]
+                                   "get_num_threads", "set_num_threads", "__version__"]

@@ -1,4 +1,4 @@
-"""Explicit run-time settings: the workspace limit (and, later, thread count).
+"""Explicit run-time settings: the workspace limit and npconv's own thread count.
 
 No hidden global state beyond these, and each has a setter, a getter and a
 context manager. The values live in ``contextvars`` so a ``with`` block in one
@@ -6,9 +6,12 @@ thread does not leak into another.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import numbers
+import os
+import threading
 
 DEFAULT_WORKSPACE_LIMIT = 256 * 2**20  # bytes
 
@@ -43,3 +46,62 @@ def workspace_limit(nbytes: int):
         yield
     finally:
         _workspace_limit.reset(token)
+
+
+# --------------------------------------------------------------------------
+# threads outside BLAS
+# --------------------------------------------------------------------------
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _default_threads()
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def set_num_threads(n: int) -> None:
+    """Number of threads npconv uses for its own (non-BLAS) work: im2col copies,
+    col2im adds and the depthwise kernels, split over channels or samples
+    (NumPy releases the GIL inside these). Default: the CPUs this process may use.
+
+    BLAS keeps its own thread count; to cap it too, use threadpoolctl
+    (``threadpool_limits(n)``) or ``OPENBLAS_NUM_THREADS`` before start-up.
+    """
+    global _num_threads, _pool
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"set_num_threads: 'n' must be a positive int, got {n!r}")
+    with _pool_lock:
+        if _pool is not None and n != _num_threads:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _num_threads = n
+
+
+def get_num_threads() -> int:
+    """Threads npconv uses outside BLAS."""
+    return _num_threads
+
+
+def parallel_for(body, total: int) -> None:
+    """Run ``body(start, stop)`` over ``[0, total)`` split into ``get_num_threads()`` ranges.
+
+    ``body`` must write disjoint outputs for disjoint ranges. Runs inline for one
+    thread or one item.
+    """
+    threads = min(_num_threads, total)
+    if threads <= 1:
+        body(0, total)
+        return
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(_num_threads, thread_name_prefix="npconv")
+        pool = _pool
+    bounds = [total * i // threads for i in range(threads + 1)]
+    futures = [pool.submit(body, bounds[i], bounds[i + 1]) for i in range(threads)]
+    for future in futures:
+        future.result()  # re-raise any error

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _args
+from ._config import parallel_for
 from ._padding import pad, pad_adjoint
 
 
@@ -40,35 +41,54 @@ def window_view(xp: np.ndarray, kernel, stride, dilation, out_size) -> np.ndarra
     return as_strided(xp, shape=shape, strides=strides, writeable=False)
 
 
-def unfold_padded(xp: np.ndarray, kernel, stride, dilation, out_size, out=None) -> np.ndarray:
+def copy_parallel(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """``dst[...] = src``, split over the first axis between npconv's threads."""
+    parallel_for(lambda start, stop: np.copyto(dst[start:stop], src[start:stop]), dst.shape[0])
+    return dst
+
+
+def unfold_padded(xp: np.ndarray, kernel, stride, dilation, out_size) -> np.ndarray:
     """Contiguous columns ``(N, C, *k, *O)`` of the padded input ``xp (N, C, *P)``.
 
-    One strided copy of the window view (cheaper than a 6-d transpose: the
-    output positions stay innermost, as in the input).
+    One strided copy of the window view: the output positions stay innermost,
+    as in the input, which makes it far cheaper than a 6-d transpose.
     """
     view = window_view(xp, kernel, stride, dilation, out_size)
-    if out is None:
-        return np.ascontiguousarray(view)
-    np.copyto(out, view)
-    return out
+    return copy_parallel(np.empty(view.shape, dtype=xp.dtype), view)
+
+
+# col2im adds stay within a block of this many bytes of the output, so that the
+# prod(k) strided adds of one block hit the (512 KiB) L2 cache, not memory.
+FOLD_BLOCK_BYTES = 256 * 2**10
 
 
 def fold_padded(cols: np.ndarray, padded_size, kernel, stride, dilation, out=None) -> np.ndarray:
-    """Adjoint of ``unfold_padded``: ``cols (N, C, *k, *O)`` summed back to ``(N, C, *P)``.
+    """Adjoint of ``unfold_padded``: ``cols (A, B, *k, *O)`` summed into ``(A, B, *P)``.
 
-    ``dxp[n, c, i*s + m*dil] += cols[n, c, m, i]`` for every kernel offset ``m``
-    (one strided slice add per offset). Positions no window reads stay 0.
+    ``out[a, b, i*s + m*dil] += cols[a, b, m, i]`` for every kernel offset ``m``: one
+    strided slice add per offset, over cache-sized blocks of the first axis that
+    npconv's threads share out (blocks write disjoint rows). Positions no window
+    reads are left as they were (0 for a fresh ``out``). The first two axes are
+    any two batch-like axes: (N, C) or, channel-major, (C, N).
     """
     d = len(kernel)
-    n, c = cols.shape[:2]
     out_size = cols.shape[2 + d:]
     if out is None:
-        out = np.zeros((n, c) + tuple(padded_size), dtype=cols.dtype)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        target = (slice(None), slice(None)) + tuple(
-            slice(m * dil, m * dil + (o - 1) * s + 1, s)
-            for m, dil, o, s in zip(offset, dilation, out_size, stride))
-        out[target] += cols[(slice(None), slice(None)) + offset]
+        out = np.zeros(cols.shape[:2] + tuple(padded_size), dtype=cols.dtype)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    targets = [(slice(None), slice(None)) + tuple(
+        slice(m * dil, m * dil + (o - 1) * s + 1, s)
+        for m, dil, o, s in zip(offset, dilation, out_size, stride)) for offset in offsets]
+    block = max(1, FOLD_BLOCK_BYTES // max(1, out[:1].nbytes))
+
+    def add_rows(start, stop):
+        for first in range(start, stop, block):
+            rows = slice(first, min(first + block, stop))
+            out_rows, cols_rows = out[rows], cols[rows]
+            for offset, target in zip(offsets, targets):
+                out_rows[target] += cols_rows[(slice(None), slice(None)) + offset]
+
+    parallel_for(add_rows, out.shape[0])
     return out
 
 

@@ -38,7 +38,8 @@ import numpy as np
 
 from . import _args
 from ._config import get_workspace_limit
-from ._im2col import fold_padded, window_view
+from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
+from ._im2col import copy_parallel, fold_padded, window_view
 from ._padding import pad, pad_adjoint
 
 
@@ -47,6 +48,38 @@ class ConvGrads(NamedTuple):
     dx: np.ndarray
     dweight: np.ndarray
     dbias: object
+
+
+# --------------------------------------------------------------------------
+# algorithm choice
+# --------------------------------------------------------------------------
+ALGORITHMS = ("auto", "im2col", "pointwise", "depthwise")
+
+
+def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str = "conv") -> str:
+    """The kernel that computes a convolution of this geometry.
+
+    ``"auto"`` picks, in order: ``"pointwise"`` for a 1x1 kernel without padding
+    (a plain GEMM on the strided input, no unfolding), ``"depthwise"`` for one
+    input channel per group with groups > 1 (elementwise multiply-adds per
+    kernel offset; a GEMM with K = prod(k) runs at a few GFLOP/s), else
+    ``"im2col"`` (unfold + GEMM, the general path). Asking for a kernel that
+    does not apply raises ValueError.
+    """
+    pointwise = all(k == 1 for k in geom.kernel) and not any(lo or hi for lo, hi in geom.pads)
+    depthwise = weight_shape[1] == 1 and geom.groups > 1
+    if algorithm == "auto":
+        return "pointwise" if pointwise else "depthwise" if depthwise else "im2col"
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"{fn}: 'algorithm' must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "pointwise" and not pointwise:
+        raise ValueError(f"{fn}: algorithm='pointwise' needs a 1x1 kernel and no padding, got "
+                         f"kernel {geom.kernel} and padding {geom.pads}")
+    if algorithm == "depthwise" and not depthwise:
+        raise ValueError(f"{fn}: algorithm='depthwise' needs one input channel per group "
+                         f"(weight.shape[1] == 1) and groups > 1, got weight shape "
+                         f"{tuple(weight_shape)} and groups={geom.groups}")
+    return algorithm
 
 
 # --------------------------------------------------------------------------
@@ -82,14 +115,16 @@ def _input_rows(rows: slice, stride, dilation, kernel) -> slice:
 def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarray:
     """X̃ of the seed equation for a chunk: ``xp (n, C_in, *P) -> (G, K, n·L)``.
 
-    One strided copy of the window view, transposed so that channels and kernel
-    offsets are rows and (sample, output position) are columns.
+    One strided copy of the window view (shared out over channels between
+    threads), ordered so that channels and kernel offsets are rows and
+    (sample, output position) are columns.
     """
     d = geom.d
     n, c_in = xp.shape[:2]
     view = window_view(xp, geom.kernel, geom.stride, geom.dilation, out_size)  # (n, C_in, *k, *O)
     perm = tuple(range(1, 2 + d)) + (0,) + tuple(range(2 + d, 2 + 2 * d))     # (C_in, *k, n, *O)
-    cols = np.ascontiguousarray(view.transpose(perm))
+    cols = copy_parallel(np.empty(tuple(view.shape[i] for i in perm), dtype=xp.dtype),
+                         view.transpose(perm))
     return cols.reshape(geom.groups, -1, n * _args.prod(out_size))
 
 
@@ -106,14 +141,30 @@ def _ungroup_rows(rows: np.ndarray, n: int, out_shape) -> np.ndarray:
     return np.moveaxis(rows.reshape((c, n) + tuple(out_shape)), 1, 0)
 
 
+def _strided_input(x: np.ndarray, stride) -> np.ndarray:
+    """``x[..., ::s]`` as a contiguous array: the input of a 1x1 convolution."""
+    if all(s == 1 for s in stride):
+        return x
+    return np.ascontiguousarray(x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)])
+
+
 # --------------------------------------------------------------------------
-# the three GEMM kernels (shared with conv_transpose)
+# the three kernels (shared with conv_transpose)
 # --------------------------------------------------------------------------
-def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
+                  algorithm: str = "auto") -> np.ndarray:
     """``Y = W̃ X̃`` without bias: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_out, *O)``."""
+    algorithm = select_algorithm(algorithm, geom, weight.shape)
     batch, c_in = x.shape[:2]
     c_out = weight.shape[0]
-    w_mat = weight.reshape(geom.groups, c_out // geom.groups, -1)   # W̃_g (G, C_og, K)
+    groups = geom.groups
+    if algorithm == "depthwise":
+        return depthwise_forward(x, weight, geom, mode)
+    w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
+    if algorithm == "pointwise":
+        # X̃ is the (strided) input itself: per sample (G, C_ig, L); the product lands in NC* order.
+        x_mat = _strided_input(x, geom.stride).reshape(batch, groups, c_in // groups, -1)
+        return np.matmul(w_mat, x_mat).reshape((batch, c_out) + geom.out_size)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
     xp, padded_batch = None, None
@@ -124,64 +175,101 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
         x_rows = xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)]
         x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g (G, K, n·L)
         y_rows = np.matmul(w_mat, x_cols)                             # Y_g (G, C_og, n·L)
-        y[batch_slice, :, rows] = _ungroup_rows(y_rows, x_rows.shape[0], out_size)
+        y_chunk = y[batch_slice, :, rows]
+        copy_parallel(y_chunk, _ungroup_rows(y_rows, x_rows.shape[0], out_size))
     return y
 
 
-def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
-    """``dW̃ = δ X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``."""
-    batch, c_in = x.shape[:2]
+def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str,
+                      algorithm: str = "auto") -> np.ndarray:
+    """``dW̃ = δ X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``.
+
+    The sum over samples is done one sample at a time, in order, so that the
+    result does not depend on how the workspace limit chunks the batch.
+    """
     c_out = dy.shape[1]
+    shape = geom.kernel
+    algorithm = select_algorithm(algorithm, geom, (c_out, x.shape[1] // geom.groups) + shape)
+    if algorithm == "depthwise":
+        return depthwise_weight_grad(x, dy, geom, mode)
+    batch, c_in = x.shape[:2]
     groups = geom.groups
     dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
+    sample_dw = np.empty_like(dw_mat)
+    if algorithm == "pointwise":
+        x_mat = _strided_input(x, geom.stride).reshape(batch, groups, c_in // groups, -1)
+        dy_mat = dy.reshape(batch, groups, c_out // groups, -1)
+        for n in range(batch):  # a fixed reduction order over samples (see docstring)
+            dw_mat += np.matmul(dy_mat[n], x_mat[n].swapaxes(1, 2), out=sample_dw)
+        return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
     bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
     xp, padded_batch = None, None
     for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
         if padded_batch != batch_slice:
             xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
+        n = xp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         x_cols = _unfold_grouped(xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)],
                                  geom, out_size)                     # X̃_g (G, K, n·L)
         dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
-        dw_mat += np.matmul(dy_rows, x_cols.swapaxes(1, 2))           # δ_g X̃_gᵀ
+        # per sample: dW̃_g += δ_g,n X̃_g,nᵀ  (column blocks of n·L; BLAS reads them in place)
+        x_cols = x_cols.reshape(groups, -1, n, x_cols.shape[-1] // n)
+        dy_rows = dy_rows.reshape(groups, c_out // groups, n, -1)
+        for i in range(n):
+            dw_mat += np.matmul(dy_rows[:, :, i], x_cols[:, :, i].swapaxes(1, 2), out=sample_dw)
     return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
 
 
-def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
+                     algorithm: str = "auto") -> np.ndarray:
     """``dX = Pᵀ fold(W̃ᵀ δ)``: dy ``(N, C_out, *O)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_in, *S)``.
 
     This is also the transposed convolution of ``dy`` (``mode="zeros"``).
     """
+    algorithm = select_algorithm(algorithm, geom, weight.shape)
+    if algorithm == "depthwise":
+        return depthwise_input_grad(dy, weight, geom, mode)
     batch, c_out = dy.shape[:2]
     groups = geom.groups
     c_in = weight.shape[1] * groups
     w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
+    if algorithm == "pointwise":
+        dx_mat = np.matmul(w_mat_t, dy.reshape(batch, groups, c_out // groups, -1))  # (N, G, C_ig, L)
+        dx_mat = dx_mat.reshape((batch, c_in) + geom.out_size)
+        if all(s == 1 for s in geom.stride):
+            return dx_mat
+        dx = np.zeros((batch, c_in) + geom.in_size, dtype=dy.dtype)
+        dx[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
+                                              for o, s in zip(geom.out_size, geom.stride))] = dx_mat
+        return dx
     dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
     bytes_per_position = c_in * _args.prod(geom.kernel) * dy.itemsize
     dxp, padded_batch = None, None
 
     def unpad_into_dx():
-        dx[padded_batch] = pad_adjoint(dxp, geom.pads, mode, geom.in_size)
+        # dxp is channel-major (C_in, n, *P), the order of dX̃'s rows; back to (n, C_in, *S)
+        copy_parallel(dx[padded_batch], pad_adjoint(np.moveaxis(dxp, 0, 1), geom.pads, mode, geom.in_size))
 
     for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
         if padded_batch != batch_slice:
             if dxp is not None:
                 unpad_into_dx()
             padded_batch = batch_slice
-            dxp = np.zeros((batch_slice.stop - batch_slice.start, c_in) + geom.padded_size, dtype=dy.dtype)
-        n = dxp.shape[0]
+            dxp = np.zeros((c_in, batch_slice.stop - batch_slice.start) + geom.padded_size, dtype=dy.dtype)
+        n = dxp.shape[1]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         dy_rows = _group_rows(dy[batch_slice, :, rows], groups)           # δ_g (G, C_og, n·L)
         dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (G, K, n·L)
-        # (G, K, n·L) -> (n, C_in, *k, *O) view for the strided col2im adds
-        dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 0)
+        # (G, K, n·L) = (C_in, *k, n, *O) -> view (C_in, n, *k, *O) for the strided col2im adds
+        dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 1)
         fold_padded(dx_cols, None, geom.kernel, geom.stride, geom.dilation,
                     out=dxp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)])
     unpad_into_dx()
     return dx
 
 
-def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
+                          algorithm: str = "auto") -> np.ndarray:
     """Input gradient as a *convolution*: the full convolution of the stride-dilated ``δ``
     with the flipped, group-transposed kernel (tinygrad's / the textbook form).
 
@@ -204,7 +292,8 @@ def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
     reached = tuple(size + dil * (k - 1) for size, dil, k in zip(dilated_size, geom.dilation, geom.kernel))
     full_geom = _args.Geometry(d, geom.kernel, (1,) * d, geom.dilation, full_pads, groups,
                                dilated_size, reached)
-    dx_reached = _conv_forward(dy_dilated, np.ascontiguousarray(w_flipped), full_geom, "zeros")
+    dx_reached = _conv_forward(dy_dilated, np.ascontiguousarray(w_flipped), full_geom, "zeros",
+                               "im2col" if algorithm == "im2col" else "auto")
     # Padded positions past the last window (floor in the output size) get no gradient.
     dxp = np.zeros((batch, groups * c_ig) + geom.padded_size, dtype=dy.dtype)
     dxp[(slice(None), slice(None)) + tuple(slice(0, r) for r in reached)] = dx_reached
@@ -225,7 +314,8 @@ def _add_bias(y: np.ndarray, bias) -> np.ndarray:
     return y
 
 
-def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
+         algorithm="auto"):
     """N-d convolution (cross-correlation), d = ``weight.ndim - 2`` in {1, 2, 3}.
 
     Parameters
@@ -238,6 +328,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
         (``"same"``: ``O = ceil(S/stride)``; odd total padding puts the extra at the end)
     groups : int dividing C_in and C_out
     padding_mode : ``"zeros" | "reflect" | "replicate" | "circular"``
+    algorithm : ``"auto" | "im2col" | "pointwise" | "depthwise"`` (see ``select_algorithm``;
+        results agree to rounding whichever applies)
 
     Returns
     -------
@@ -258,21 +350,23 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
     18.0
     """
     call = _args.conv_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, "conv")
-    return _conv_public(call)
+    return _conv_public(call, algorithm, "conv")
 
 
-def _conv_public(call: _args.ConvCall):
-    y = _conv_forward(call.x, call.weight, call.geom, call.padding_mode)
+def _conv_public(call: _args.ConvCall, algorithm: str, fn: str):
+    algorithm = select_algorithm(algorithm, call.geom, call.weight.shape, fn)
+    y = _conv_forward(call.x, call.weight, call.geom, call.padding_mode, algorithm)
     return _finish(_add_bias(y, call.bias), call.unbatched, call.result_dtype)
 
 
 def _conv_d(d: int):
     name = f"conv{d}d"
 
-    def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
+                algorithm="auto"):
         call = _args.conv_call(x, weight, bias, stride, padding, dilation, groups, padding_mode,
                                name, expect_d=d)
-        return _conv_public(call)
+        return _conv_public(call, algorithm, name)
 
     conv_nd.__name__ = conv_nd.__qualname__ = name
     conv_nd.__doc__ = f"{d}-d convolution: ``conv`` with a check that ``weight.ndim == {d + 2}``. See ``npconv.conv``."
@@ -281,11 +375,11 @@ def _conv_d(d: int):
 
 conv1d, conv2d, conv3d = _conv_d(1), _conv_d(2), _conv_d(3)
 
-DX_METHODS = ("fold", "full_conv")
+DX_METHODS = ("auto", "fold", "full_conv")
 
 
 def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-              bias=True, *, dx_method="fold"):
+              bias=True, *, dx_method="auto", algorithm="auto"):
     """Gradients of ``sum(conv(x, weight, b, ...) * dy)`` with respect to x, weight and bias.
 
     Parameters
@@ -293,8 +387,11 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
     dy : array ``(N, C_out, *O)`` (or unbatched ``(C_out, *O)`` with unbatched x)
     x, weight, stride, padding, dilation, groups, padding_mode : as in ``conv``
     bias : bool, whether to return ``dbias`` (else it is None)
-    dx_method : ``"fold"`` (``Pᵀ fold(W̃ᵀ δ)``, default) or ``"full_conv"``
-        (full convolution of the stride-dilated ``δ`` with the flipped kernel)
+    dx_method : ``"fold"`` (``Pᵀ fold(W̃ᵀ δ)``) or ``"full_conv"`` (full convolution of the
+        stride-dilated ``δ`` with the flipped kernel); ``"auto"`` (default) takes ``"full_conv"``
+        for stride 1 with the im2col kernel (an unfold copy is cheaper than the col2im adds) and
+        ``"fold"`` otherwise (zero-stuffing would waste s^d of the work)
+    algorithm : as in ``conv``
 
     Returns
     -------
@@ -305,11 +402,16 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
     call = _args.conv_call(x, weight, None, stride, padding, dilation, groups, padding_mode, fn)
     if dx_method not in DX_METHODS:
         raise ValueError(f"{fn}: 'dx_method' must be one of {DX_METHODS}, got {dx_method!r}")
-    dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + call.geom.out_size,
+    geom = call.geom
+    algorithm = select_algorithm(algorithm, geom, call.weight.shape, fn)
+    dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + geom.out_size,
                        call.x.dtype, fn)
+    if dx_method == "auto":
+        stride_one = all(s == 1 for s in geom.stride)
+        dx_method = "full_conv" if stride_one and algorithm == "im2col" else "fold"
     input_grad = _conv_input_grad if dx_method == "fold" else _conv_input_grad_full
-    dx = input_grad(dy, call.weight, call.geom, call.padding_mode)
-    dweight = _conv_weight_grad(call.x, dy, call.geom, call.padding_mode)
+    dx = input_grad(dy, call.weight, geom, call.padding_mode, algorithm)
+    dweight = _conv_weight_grad(call.x, dy, geom, call.padding_mode, algorithm)
     dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None   # db = Σ_{n,o} δ
     return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
 

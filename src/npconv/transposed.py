@@ -31,11 +31,11 @@ from __future__ import annotations
 
 from . import _args
 from .convolution import (ConvGrads, _add_bias, _batched_grad, _conv_forward, _conv_input_grad,
-                   _conv_weight_grad, _finish, _grads)
+                   _conv_weight_grad, _finish, _grads, select_algorithm)
 
 
 def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                   dilation=1, output_size=None):
+                   dilation=1, output_size=None, *, algorithm="auto"):
     """N-d transposed convolution, d = ``weight.ndim - 2`` in {1, 2, 3}.
 
     Parameters
@@ -48,6 +48,7 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     output_padding : int or d ints, ``0 <= output_padding < max(stride, dilation)``
     groups : int dividing C_in and C_out
     output_size : optional spatial output size (or full shape); picks ``output_padding``
+    algorithm : ``"auto" | "im2col" | "pointwise" | "depthwise"`` (``npconv.convolution.select_algorithm``)
 
     Returns
     -------
@@ -64,12 +65,13 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     """
     call = _args.conv_transpose_call(x, weight, bias, stride, padding, output_padding, groups,
                                      dilation, "conv_transpose", output_size=output_size)
-    return _conv_transpose_public(call)
+    return _conv_transpose_public(call, algorithm, "conv_transpose")
 
 
-def _conv_transpose_public(call: _args.ConvTransposeCall):
+def _conv_transpose_public(call: _args.ConvTransposeCall, algorithm: str, fn: str):
     # Adjoint of the convolution whose geometry ``call.geom`` describes: fold(W̃ᵀ X), cropped.
-    y = _conv_input_grad(call.x, call.weight, call.geom, "zeros")
+    algorithm = select_algorithm(algorithm, call.geom, call.weight.shape, fn)
+    y = _conv_input_grad(call.x, call.weight, call.geom, "zeros", algorithm)
     return _finish(_add_bias(y, call.bias), call.unbatched, call.result_dtype)
 
 
@@ -77,10 +79,10 @@ def _conv_transpose_d(d: int):
     name = f"conv_transpose{d}d"
 
     def conv_transpose_nd(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                          dilation=1, output_size=None):
+                          dilation=1, output_size=None, *, algorithm="auto"):
         call = _args.conv_transpose_call(x, weight, bias, stride, padding, output_padding, groups,
                                          dilation, name, expect_d=d, output_size=output_size)
-        return _conv_transpose_public(call)
+        return _conv_transpose_public(call, algorithm, name)
 
     conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = name
     conv_transpose_nd.__doc__ = (f"{d}-d transposed convolution: ``conv_transpose`` with a check that "
@@ -93,7 +95,7 @@ conv_transpose1d, conv_transpose2d, conv_transpose3d = (_conv_transpose_d(1), _c
 
 
 def conv_transpose_grad(dy, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                        bias=True, output_size=None):
+                        bias=True, output_size=None, *, algorithm="auto"):
     """Gradients of ``sum(conv_transpose(x, weight, b, ...) * dy)``.
 
     Parameters
@@ -101,6 +103,7 @@ def conv_transpose_grad(dy, x, weight, stride=1, padding=0, output_padding=0, gr
     dy : array ``(N, C_out, *O)`` (or unbatched with unbatched x)
     x, weight, stride, padding, output_padding, groups, dilation, output_size : as in ``conv_transpose``
     bias : bool, whether to return ``dbias`` (else None)
+    algorithm : as in ``conv_transpose``
 
     Returns
     -------
@@ -112,8 +115,9 @@ def conv_transpose_grad(dy, x, weight, stride=1, padding=0, output_padding=0, gr
     geom = call.geom
     c_out = call.weight.shape[1] * geom.groups
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], c_out) + geom.in_size, call.x.dtype, fn)
-    dx = _conv_forward(dy, call.weight, geom, "zeros")           # c(dy)
-    dweight = _conv_weight_grad(dy, call.x, geom, "zeros")       # input dy, output gradient x
+    algorithm = select_algorithm(algorithm, geom, call.weight.shape, fn)
+    dx = _conv_forward(dy, call.weight, geom, "zeros", algorithm)           # c(dy)
+    dweight = _conv_weight_grad(dy, call.x, geom, "zeros", algorithm)       # input dy, output gradient x
     dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None
     return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
 
