@@ -65,6 +65,15 @@ def result_dtypes(*arrays) -> tuple[np.dtype, np.dtype]:
     return compute, result
 
 
+def as_compute(array: np.ndarray, dtype) -> np.ndarray:
+    """C-contiguous array in the compute dtype (no copy when it already is one).
+
+    BLAS picks its kernel by operand layout, and kernels round differently;
+    one canonical layout makes every memory layout give the same bits.
+    """
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
 def check_ndim(name: str, array: np.ndarray, allowed: Sequence[int], fn: str, what: str):
     if array.ndim not in allowed:
         expected = " or ".join(str(a) for a in allowed)
@@ -311,7 +320,7 @@ def conv_call(x, weight, bias, stride, padding, dilation, groups, padding_mode,
     out_size = conv_out_size(in_size, pads, kernel, stride, dilation, fn)
     compute, result = result_dtypes(x, weight, bias)
     geom = Geometry(d, kernel, stride, dilation, pads, groups, in_size, out_size)
-    return ConvCall(x.astype(compute, copy=False), weight.astype(compute, copy=False),
+    return ConvCall(as_compute(x, compute), as_compute(weight, compute),
                     None if bias is None else bias.astype(compute, copy=False),
                     geom, padding_mode, unbatched, result)
 
@@ -390,7 +399,7 @@ def conv_transpose_call(x, weight, bias, stride, padding, output_padding, groups
     y_size = conv_transpose_out_size(in_size, pads, kernel, stride, dilation, output_padding, fn)
     compute, result = result_dtypes(x, weight, bias)
     geom = Geometry(d, kernel, stride, dilation, pads, groups, y_size, in_size)
-    return ConvTransposeCall(x.astype(compute, copy=False), weight.astype(compute, copy=False),
+    return ConvTransposeCall(as_compute(x, compute), as_compute(weight, compute),
                              None if bias is None else bias.astype(compute, copy=False),
                              geom, output_padding, unbatched, result)
 

@@ -39,7 +39,7 @@ import numpy as np
 from . import _args
 from ._config import get_workspace_limit
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
-from ._im2col import copy_parallel, fold_padded, window_view
+from ._im2col import fold_padded, unfold_padded
 from ._padding import pad, pad_adjoint
 
 
@@ -113,32 +113,14 @@ def _input_rows(rows: slice, stride, dilation, kernel) -> slice:
 
 
 def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarray:
-    """X̃ of the seed equation for a chunk: ``xp (n, C_in, *P) -> (G, K, n·L)``.
+    """X̃ of the seed equation for each sample of a chunk: ``xp (n, C_in, *P) -> (n, G, K, L)``.
 
-    One strided copy of the window view (shared out over channels between
-    threads), ordered so that channels and kernel offsets are rows and
-    (sample, output position) are columns.
+    One strided copy of the window view ``(n, C_in, *k, *O)`` (shared out
+    between threads); rows are (channel, kernel offset), columns output positions.
     """
-    d = geom.d
-    n, c_in = xp.shape[:2]
-    view = window_view(xp, geom.kernel, geom.stride, geom.dilation, out_size)  # (n, C_in, *k, *O)
-    perm = tuple(range(1, 2 + d)) + (0,) + tuple(range(2 + d, 2 + 2 * d))     # (C_in, *k, n, *O)
-    cols = copy_parallel(np.empty(tuple(view.shape[i] for i in perm), dtype=xp.dtype),
-                         view.transpose(perm))
-    return cols.reshape(geom.groups, -1, n * _args.prod(out_size))
-
-
-def _group_rows(array: np.ndarray, groups: int) -> np.ndarray:
-    """``(n, C, *O) -> (G, C/G, n·L)``: channels as rows, samples side by side (a copy)."""
-    n, c = array.shape[:2]
-    rows = np.ascontiguousarray(np.moveaxis(array.reshape(n, c, -1), 0, 1))  # (C, n, L)
-    return rows.reshape(groups, c // groups, -1)
-
-
-def _ungroup_rows(rows: np.ndarray, n: int, out_shape) -> np.ndarray:
-    """Inverse of ``_group_rows`` as a view: ``(G, C/G, n·L) -> (n, C, *O)``."""
-    c = rows.shape[0] * rows.shape[1]
-    return np.moveaxis(rows.reshape((c, n) + tuple(out_shape)), 1, 0)
+    n = xp.shape[0]
+    return unfold_padded(xp, geom.kernel, geom.stride, geom.dilation, out_size).reshape(
+        n, geom.groups, -1, _args.prod(out_size))
 
 
 def _strided_input(x: np.ndarray, stride) -> np.ndarray:
@@ -173,10 +155,12 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
             xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         x_rows = xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)]
-        x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g (G, K, n·L)
-        y_rows = np.matmul(w_mat, x_cols)                             # Y_g (G, C_og, n·L)
-        y_chunk = y[batch_slice, :, rows]
-        copy_parallel(y_chunk, _ungroup_rows(y_rows, x_rows.shape[0], out_size))
+        x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g per sample (n, G, K, L)
+        n = x_rows.shape[0]
+        if out_size == geom.out_size:  # whole samples: the product lands in y in place
+            np.matmul(w_mat, x_cols, out=y[batch_slice].reshape(n, groups, c_out // groups, -1))
+        else:                                                         # Y_g per sample (n, G, C_og, L)
+            y[batch_slice, :, rows] = np.matmul(w_mat, x_cols).reshape((n, c_out) + out_size)
     return y
 
 
@@ -185,7 +169,9 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     """``dW̃ = δ X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``.
 
     The sum over samples is done one sample at a time, in order, so that the
-    result does not depend on how the workspace limit chunks the batch.
+    result does not depend on how the workspace limit chunks the batch (a
+    single product over all columns would let the chunk size change the
+    order of the additions).
     """
     c_out = dy.shape[1]
     shape = geom.kernel
@@ -210,13 +196,10 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
         n = xp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         x_cols = _unfold_grouped(xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)],
-                                 geom, out_size)                     # X̃_g (G, K, n·L)
-        dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
-        # per sample: dW̃_g += δ_g,n X̃_g,nᵀ  (column blocks of n·L; BLAS reads them in place)
-        x_cols = x_cols.reshape(groups, -1, n, x_cols.shape[-1] // n)
-        dy_rows = dy_rows.reshape(groups, c_out // groups, n, -1)
-        for i in range(n):
-            dw_mat += np.matmul(dy_rows[:, :, i], x_cols[:, :, i].swapaxes(1, 2), out=sample_dw)
+                                 geom, out_size)                     # X̃_g per sample (n, G, K, L)
+        dy_rows = dy[batch_slice, :, rows].reshape(n, groups, c_out // groups, -1)  # δ_g (n, G, C_og, L)
+        for i in range(n):  # dW̃_g += δ_g,i X̃_g,iᵀ, samples in order (see docstring)
+            dw_mat += np.matmul(dy_rows[i], x_cols[i].swapaxes(1, 2), out=sample_dw)
     return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
 
 
@@ -247,23 +230,22 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
     dxp, padded_batch = None, None
 
     def unpad_into_dx():
-        # dxp is channel-major (C_in, n, *P), the order of dX̃'s rows; back to (n, C_in, *S)
-        copy_parallel(dx[padded_batch], pad_adjoint(np.moveaxis(dxp, 0, 1), geom.pads, mode, geom.in_size))
+        dx[padded_batch] = pad_adjoint(dxp, geom.pads, mode, geom.in_size)
 
     for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
         if padded_batch != batch_slice:
             if dxp is not None:
                 unpad_into_dx()
             padded_batch = batch_slice
-            dxp = np.zeros((c_in, batch_slice.stop - batch_slice.start) + geom.padded_size, dtype=dy.dtype)
-        n = dxp.shape[1]
+            dxp = np.zeros((batch_slice.stop - batch_slice.start, c_in) + geom.padded_size, dtype=dy.dtype)
+        n = dxp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
-        dy_rows = _group_rows(dy[batch_slice, :, rows], groups)           # δ_g (G, C_og, n·L)
-        dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (G, K, n·L)
-        # (G, K, n·L) = (C_in, *k, n, *O) -> view (C_in, n, *k, *O) for the strided col2im adds
-        dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 1)
-        fold_padded(dx_cols, None, geom.kernel, geom.stride, geom.dilation,
-                    out=dxp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)])
+        dy_rows = dy[batch_slice, :, rows].reshape(n, groups, c_out // groups, -1)  # δ_g (n, G, C_og, L)
+        dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (n, G, K, L)
+        dx_cols = dx_cols.reshape((n, c_in) + geom.kernel + out_size)
+        # col2im over (C_in, n) views: the blocks of channels it adds into stay in cache
+        fold_padded(dx_cols.swapaxes(0, 1), None, geom.kernel, geom.stride, geom.dilation,
+                    out=dxp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)].swapaxes(0, 1))
     unpad_into_dx()
     return dx
 
@@ -421,7 +403,7 @@ def _batched_grad(dy, unbatched: bool, expected_shape, dtype, fn: str) -> np.nda
     dy = _args.as_float_array("dy", dy, fn)
     _args.check_grad_shape(dy, expected_shape[1:] if unbatched else expected_shape, fn)
     dy = dy[None] if unbatched else dy
-    return dy.astype(dtype, copy=False)
+    return _args.as_compute(dy, dtype)
 
 
 def _grads(dx, dweight, dbias, unbatched: bool, dtype) -> ConvGrads:
