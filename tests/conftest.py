@@ -1,0 +1,82 @@
+"""Shared fixtures for the npconv test suite.
+
+* ``torch``: PyTorch as a test oracle (the test is skipped when it is absent),
+  with float64 as its default dtype during the test, so every comparison is
+  made in float64 unless a test asks for float32 explicitly. Function-scoped:
+  hypothesis tests using it suppress ``HealthCheck.function_scoped_fixture``
+  (the fixture holds no per-example state).
+* ``numerical_grad``: central finite differences of a scalar function.
+* ``assert_close``: float64 comparison relative to the scale of the expected
+  array (an element can cancel to ~0 while its rounding error is set by the
+  size of the terms summed, so a purely elementwise rtol would be wrong).
+* ``rng``: a seeded generator, fresh per test, so every test is reproducible.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def torch():
+    """PyTorch with float64 as default dtype for this test only (restored afterwards, so
+    tests that import torch themselves see its usual float32 default in any order)."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch
+    torch.set_default_dtype(previous)
+
+
+def _numerical_grad(f, x: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Central differences (f(x + eps e_i) - f(x - eps e_i)) / (2 eps) for every element i.
+
+    ``f`` maps a float64 array of ``x``'s shape to a float; ``x`` is not modified.
+    For the (bi)linear maps tested here the central difference has no
+    truncation error, only rounding error ~ eps_machine * |f| / eps.
+    """
+    x = np.array(x, dtype=np.float64)  # private copy we may perturb
+    grad = np.zeros_like(x)
+    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat_x.size):
+        original = flat_x[i]
+        flat_x[i] = original + eps
+        f_plus = f(x)
+        flat_x[i] = original - eps
+        f_minus = f(x)
+        flat_x[i] = original
+        flat_grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+@pytest.fixture(scope="session")
+def numerical_grad():
+    return _numerical_grad
+
+
+def _assert_close(actual, expected, rtol: float = 1e-12, scale: float | None = None,
+                  err_msg: str = ""):
+    """Shapes equal and |actual - expected| <= rtol * scale elementwise.
+
+    ``scale`` defaults to max(|expected|) (at least 1e-300 so all-zero results
+    must match exactly up to denormals).
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape} {err_msg}"
+    if scale is None:
+        scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * max(scale, 1e-300),
+                               err_msg=err_msg)
+
+
+@pytest.fixture(scope="session")
+def assert_close():
+    return _assert_close
+
+
+@pytest.fixture
+def rng(request):
+    # Seed from the test id so parametrised cases differ but every run repeats.
+    seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.nodeid)) % (2**32)
+    return np.random.default_rng(seed)
