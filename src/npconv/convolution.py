@@ -123,11 +123,14 @@ def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarra
         n, geom.groups, -1, _args.prod(out_size))
 
 
-def _strided_input(x: np.ndarray, stride) -> np.ndarray:
-    """``x[..., ::s]`` as a contiguous array: the input of a 1x1 convolution."""
-    if all(s == 1 for s in stride):
-        return x
-    return np.ascontiguousarray(x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)])
+def _strided_input(x: np.ndarray, geom: _args.Geometry) -> np.ndarray:
+    """``x[..., i·s]`` for the output positions ``i < O``: the input of a 1x1 convolution.
+
+    (A transposed convolution's geometry can have fewer outputs than ``ceil(S/s)``.)
+    """
+    read = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
+                                              for o, s in zip(geom.out_size, geom.stride))
+    return np.ascontiguousarray(x[read])
 
 
 # --------------------------------------------------------------------------
@@ -145,7 +148,7 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     if algorithm == "pointwise":
         # X̃ is the (strided) input itself: per sample (G, C_ig, L); the product lands in NC* order.
-        x_mat = _strided_input(x, geom.stride).reshape(batch, groups, c_in // groups, -1)
+        x_mat = _strided_input(x, geom).reshape(batch, groups, c_in // groups, -1)
         return np.matmul(w_mat, x_mat).reshape((batch, c_out) + geom.out_size)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
@@ -183,7 +186,7 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
     sample_dw = np.empty_like(dw_mat)
     if algorithm == "pointwise":
-        x_mat = _strided_input(x, geom.stride).reshape(batch, groups, c_in // groups, -1)
+        x_mat = _strided_input(x, geom).reshape(batch, groups, c_in // groups, -1)
         dy_mat = dy.reshape(batch, groups, c_out // groups, -1)
         for n in range(batch):  # a fixed reduction order over samples (see docstring)
             dw_mat += np.matmul(dy_mat[n], x_mat[n].swapaxes(1, 2), out=sample_dw)
@@ -219,9 +222,9 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
     if algorithm == "pointwise":
         dx_mat = np.matmul(w_mat_t, dy.reshape(batch, groups, c_out // groups, -1))  # (N, G, C_ig, L)
         dx_mat = dx_mat.reshape((batch, c_in) + geom.out_size)
-        if all(s == 1 for s in geom.stride):
+        if geom.out_size == geom.in_size:
             return dx_mat
-        dx = np.zeros((batch, c_in) + geom.in_size, dtype=dy.dtype)
+        dx = np.zeros((batch, c_in) + geom.in_size, dtype=dy.dtype)  # positions no output reads get 0
         dx[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
                                               for o, s in zip(geom.out_size, geom.stride))] = dx_mat
         return dx
