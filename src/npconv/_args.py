@@ -200,6 +200,17 @@ def conv_transpose_out_size(in_size, pads, kernel, stride, dilation, output_padd
     return tuple(out)
 
 
+def size_args(input_size, kernel_size, stride, dilation, fn: str):
+    """Normalise the arguments of the output-size helpers: ``(d, S, k, s, dil)``.
+
+    ``d`` is ``len(input_size)``; an int ``input_size`` means d = 1.
+    """
+    in_size = (input_size,) if _is_int(input_size) else tuple(input_size)
+    d = len(in_size)
+    return (d, int_tuple("input_size", in_size, d, fn), int_tuple("kernel_size", kernel_size, d, fn),
+            int_tuple("stride", stride, d, fn), int_tuple("dilation", dilation, d, fn))
+
+
 def check_output_padding(output_padding, stride, dilation, fn: str):
     for op, s, dil in zip(output_padding, stride, dilation):
         if op >= max(s, dil):

@@ -133,12 +133,7 @@ def conv_transpose_output_size(input_size, kernel_size, stride=1, padding=0, out
     (64, 64)
     """
     fn = "conv_transpose_output_size"
-    in_size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
-    d = len(in_size)
-    in_size = _args.int_tuple("input_size", in_size, d, fn)
-    kernel = _args.int_tuple("kernel_size", kernel_size, d, fn)
-    stride = _args.int_tuple("stride", stride, d, fn)
-    dilation = _args.int_tuple("dilation", dilation, d, fn)
+    d, in_size, kernel, stride, dilation = _args.size_args(input_size, kernel_size, stride, dilation, fn)
     output_padding = _args.int_tuple("output_padding", output_padding, d, fn, minimum=0)
     _args.check_output_padding(output_padding, stride, dilation, fn)
     pads = _args.padding_pairs(padding, d, fn, allow_same=False)
