@@ -362,7 +362,8 @@ WORKSPACE_CONFIGS = [
     Config(1, 4, 2, 4, 2, (13,), (3,), 2, 1, ((2, 1),), "circular", True),
     Config(3, 3, 2, 2, 1, (5, 6, 4), (2, 3, 2), 1, 1, 1, "replicate", True),
     Config(2, 3, 4, 8, 4, (9, 8), (3, 3), 1, 1, 1, "zeros", True),          # depthwise
-    Config(2, 4, 6, 4, 2, (9, 8), (1, 1), 2, 1, 0, "zeros", True),          # pointwise
+    Config(2, 4, 6, 4, 2, (9, 8), (1, 1), 2, 1, 0, "zeros", True),          # 1x1, strided
+    Config(2, 3, 2, 3, 1, (48, 48), (3, 3), 1, 1, 1, "zeros", True),        # one sample per tile
 ]
 
 
@@ -372,19 +373,21 @@ def _conv_and_grads(x, w, b, dy, cfg):
                for m in ("auto", "fold", "full_conv")}
 
 
-@pytest.mark.parametrize("samples", [1, 2.5, None])
+@pytest.mark.parametrize("batches", [1, 2.5, None])
 @pytest.mark.parametrize("cfg", WORKSPACE_CONFIGS, ids=config_id)
-def test_workspace_limit_does_not_change_results(rng, cfg, samples):
-    """Chunking the batch under any limit that holds one sample must not change a bit.
+def test_workspace_limit_does_not_change_results(rng, cfg, batches):
+    """No limit that holds a whole GEMM tile of samples may change a bit.
 
-    Every product is computed per sample with the same shapes, and the weight
-    gradient sums the samples in a fixed order, so the chunks cannot matter.
+    The GEMMs work on tiles of samples fixed by the shapes alone
+    (``convolution.tile_samples``) and sums over tiles run in tile order, so a
+    limit can only matter by splitting the rows of a tile (tested below). The
+    limits here hold ``batches`` whole batches, so every tile fits.
     """
     x, w, b = cfg.arrays(rng)
     default = npconv.get_workspace_limit()
     dy = rng.standard_normal(npconv.conv(x, w, **cfg.kwargs()).shape)
     y, grads = _conv_and_grads(x, w, b, dy, cfg)
-    limit = default if samples is None else int(samples * _sample_workspace_bound(cfg, x, w))
+    limit = default if batches is None else int(batches * len(x) * _sample_workspace_bound(cfg, x, w))
     with npconv.workspace_limit(limit):
         assert npconv.get_workspace_limit() == limit
         y_limited, grads_limited = _conv_and_grads(x, w, b, dy, cfg)
@@ -407,8 +410,8 @@ def test_workspace_limit_does_not_change_results(rng, cfg, samples):
 @pytest.mark.parametrize("limit", [64, 1024, 4096 + 7])
 @pytest.mark.parametrize("cfg", WORKSPACE_CONFIGS, ids=config_id)
 def test_workspace_limit_below_one_sample(rng, cfg, limit, assert_close):
-    """A limit smaller than one sample's workspace splits the output rows of each
-    sample. The GEMMs then have other shapes (BLAS may pick other kernels) and
+    """A limit smaller than one tile's workspace splits the output rows of each
+    tile. The GEMMs then have other shapes (BLAS may pick other kernels) and
     overlapping input rows are summed in another order, so the results equal the
     unchunked ones to rounding: 1e-13 of the result's scale in float64 (a sum of
     at most a few hundred terms, each rounded to 2^-53)."""

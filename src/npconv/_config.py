@@ -27,12 +27,12 @@ def _check_bytes(nbytes) -> int:
 def set_workspace_limit(nbytes: int) -> None:
     """Cap the im2col/col2im workspace of one call at ``nbytes`` (default 256 MiB).
 
-    The batch is processed in chunks that fit. Results are bitwise the same for
-    every limit that holds one sample's workspace (each product is computed
-    per sample, and sums over samples run in a fixed order). A smaller limit
-    also splits the first output dimension of each sample; results then agree
-    to rounding (different GEMM shapes and summation order), ~1e-13 relative
-    in float64.
+    The GEMMs of the im2col kernel work on tiles of samples whose size is
+    fixed by the shapes alone (about 2048 output columns per tile), so results
+    are bitwise the same for every limit that holds one tile's unfolded buffer.
+    A smaller limit also splits each tile's first output dimension into runs of
+    rows; results then agree to rounding (other GEMM shapes and summation
+    order), ~1e-13 relative in float64.
     """
     _workspace_limit.set(_check_bytes(nbytes))
 

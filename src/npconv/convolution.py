@@ -10,17 +10,17 @@ Forward (the seed equation, with stride, dilation and groups)::
 
     Y[n, g·C_og+c, o] = b[c] + Σ_{ci < C_ig} Σ_m W[g·C_og+c, ci, m] · Xp[n, g·C_ig+ci, o·s + m·dil]
 
-vectorised per group as one GEMM over the whole batch::
+vectorised per group as one GEMM per tile of B samples (``tile_samples``)::
 
-    Y_g = W̃_g · X̃_g          W̃_g (C_og, K),  X̃_g (K, N·L),  Y_g (C_og, N·L)
+    Y_g = W̃_g · X̃_g          W̃_g (C_og, K),  X̃_g (K, B·L),  Y_g (C_og, B·L)
 
-where ``X̃`` is the unfolded padded input (im2col) with the batch laid side
-by side as more columns — each sample's columns are exactly the seed's
+where ``X̃`` is the unfolded padded input (im2col) with the tile's samples
+side by side as more columns — each sample's columns are exactly the seed's
 ``X̃ (C_in·k_h·k_w, H_out·W_out)``.
 
-Backward (gradients of ``sum(Y * δ)``, with ``δ_g (C_og, N·L)``)::
+Backward (gradients of ``sum(Y * δ)``, with ``δ_g (C_og, B·L)``; dW̃ sums the tiles)::
 
-    dW̃_g = δ_g · X̃_gᵀ            (one GEMM: summing over samples is part of the product)
+    dW̃_g = Σ_tiles δ_g · X̃_gᵀ     (summing over a tile's samples is part of the product)
     db    = Σ_{n, o} δ
     dX̃_g = W̃_gᵀ · δ_g            then dXp = fold(dX̃)   (col2im)
     dX    = Pᵀ dXp                 (adjoint of the padding; see ``_padding``)
@@ -39,7 +39,7 @@ import numpy as np
 from . import _args
 from ._config import get_workspace_limit
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
-from ._im2col import fold_padded, unfold_padded
+from ._im2col import copy_parallel, fold_padded, window_view
 from ._padding import pad, pad_adjoint
 
 
@@ -53,28 +53,23 @@ class ConvGrads(NamedTuple):
 # --------------------------------------------------------------------------
 # algorithm choice
 # --------------------------------------------------------------------------
-ALGORITHMS = ("auto", "im2col", "pointwise", "depthwise")
+ALGORITHMS = ("auto", "im2col", "depthwise")
 
 
 def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str = "conv") -> str:
     """The kernel that computes a convolution of this geometry.
 
-    ``"auto"`` picks, in order: ``"pointwise"`` for a 1x1 kernel without padding
-    (a plain GEMM on the strided input, no unfolding), ``"depthwise"`` for one
-    input channel per group with groups > 1 (elementwise multiply-adds per
-    kernel offset; a GEMM with K = prod(k) runs at a few GFLOP/s), else
-    ``"im2col"`` (unfold + GEMM, the general path). Asking for a kernel that
-    does not apply raises ValueError.
+    ``"auto"`` picks ``"depthwise"`` for one input channel per group with
+    groups > 1 (elementwise multiply-adds per kernel offset: as a GEMM,
+    K = prod(k) is too short for BLAS to be fast), else ``"im2col"`` (unfold +
+    GEMM; a 1x1 kernel with stride 1 and no padding skips the unfold copy).
+    Asking for a kernel that does not apply raises ValueError.
     """
-    pointwise = all(k == 1 for k in geom.kernel) and not any(lo or hi for lo, hi in geom.pads)
     depthwise = weight_shape[1] == 1 and geom.groups > 1
     if algorithm == "auto":
-        return "pointwise" if pointwise else "depthwise" if depthwise else "im2col"
+        return "depthwise" if depthwise else "im2col"
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{fn}: 'algorithm' must be one of {ALGORITHMS}, got {algorithm!r}")
-    if algorithm == "pointwise" and not pointwise:
-        raise ValueError(f"{fn}: algorithm='pointwise' needs a 1x1 kernel and no padding, got "
-                         f"kernel {geom.kernel} and padding {geom.pads}")
     if algorithm == "depthwise" and not depthwise:
         raise ValueError(f"{fn}: algorithm='depthwise' needs one input channel per group "
                          f"(weight.shape[1] == 1) and groups > 1, got weight shape "
@@ -83,27 +78,36 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
 
 
 # --------------------------------------------------------------------------
-# chunking: the workspace limit
+# tiles and chunks: the workspace limit
 # --------------------------------------------------------------------------
+# The im2col GEMMs take the columns of whole tiles of samples, B = ceil(TILE_COLUMNS / L)
+# samples per tile: enough columns for BLAS to run near peak even when L is small,
+# and a tile size fixed by the shapes alone, so that results never depend on the
+# workspace limit (a limit can only split a tile's rows, see ``_chunks``).
+TILE_COLUMNS = 2048
+
+
+def tile_samples(out_size) -> int:
+    """Samples per GEMM tile for output size ``O``: ``ceil(TILE_COLUMNS / prod(O))``."""
+    return max(1, -(-TILE_COLUMNS // _args.prod(out_size)))
+
+
 def _chunks(batch: int, out_size, bytes_per_position: int):
     """Split the work into (batch slice, first-output-dim slice) pieces.
 
-    Each piece's unfolded buffer (``bytes_per_position`` per output position)
-    stays under the workspace limit: whole samples when one fits, else runs of
-    output rows of one sample. At least one row is always processed.
+    The batch is cut into tiles of ``tile_samples(O)`` samples. A tile whose
+    unfolded buffer (``bytes_per_position`` per output position) exceeds the
+    workspace limit is further cut into runs of output rows (at least one).
     """
     limit = get_workspace_limit()
-    per_sample = bytes_per_position * _args.prod(out_size)
-    if per_sample <= limit:
-        step = max(1, min(batch, limit // max(per_sample, 1)))
-        for start in range(0, batch, step):
-            yield slice(start, min(start + step, batch)), slice(0, out_size[0])
-        return
-    per_row = bytes_per_position * _args.prod(out_size[1:])
-    rows = max(1, limit // per_row)
-    for n in range(batch):
-        for start in range(0, out_size[0], rows):
-            yield slice(n, n + 1), slice(start, min(start + rows, out_size[0]))
+    tile = tile_samples(out_size)
+    row_bytes = bytes_per_position * _args.prod(out_size[1:])
+    for start in range(0, batch, tile):
+        samples = slice(start, min(start + tile, batch))
+        tile_row_bytes = row_bytes * (samples.stop - samples.start)
+        rows = max(1, min(out_size[0], limit // max(tile_row_bytes, 1)))
+        for first in range(0, out_size[0], rows):
+            yield samples, slice(first, min(first + rows, out_size[0]))
 
 
 def _input_rows(rows: slice, stride, dilation, kernel) -> slice:
@@ -113,24 +117,36 @@ def _input_rows(rows: slice, stride, dilation, kernel) -> slice:
 
 
 def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarray:
-    """X̃ of the seed equation for each sample of a chunk: ``xp (n, C_in, *P) -> (n, G, K, L)``.
+    """X̃ of the seed equation for a tile: ``xp (n, C_in, *P) -> (G, K, n·L)``.
 
-    One strided copy of the window view ``(n, C_in, *k, *O)`` (shared out
-    between threads); rows are (channel, kernel offset), columns output positions.
+    One strided copy of the window view (shared out over channels between
+    threads), ordered so that (channel, kernel offset) are rows and
+    (sample, output position) are columns: the samples of a tile side by side.
     """
+    d = geom.d
     n = xp.shape[0]
-    return unfold_padded(xp, geom.kernel, geom.stride, geom.dilation, out_size).reshape(
-        n, geom.groups, -1, _args.prod(out_size))
+    if n == 1 and xp.shape[2:] == tuple(out_size) and xp.flags.c_contiguous:
+        return xp.reshape(geom.groups, -1, _args.prod(out_size))   # 1x1, stride 1: X̃ is x itself
+    view = window_view(xp, geom.kernel, geom.stride, geom.dilation, out_size)  # (n, C_in, *k, *O)
+    perm = tuple(range(1, 2 + d)) + (0,) + tuple(range(2 + d, 2 + 2 * d))     # (C_in, *k, n, *O)
+    cols = copy_parallel(np.empty(tuple(view.shape[i] for i in perm), dtype=xp.dtype),
+                         view.transpose(perm))
+    return cols.reshape(geom.groups, -1, n * _args.prod(out_size))
 
 
-def _strided_input(x: np.ndarray, geom: _args.Geometry) -> np.ndarray:
-    """``x[..., i·s]`` for the output positions ``i < O``: the input of a 1x1 convolution.
+def _group_rows(array: np.ndarray, groups: int) -> np.ndarray:
+    """``(n, C, *O) -> (G, C/G, n·L)``: channels as rows, samples side by side."""
+    n, c = array.shape[:2]
+    if n == 1:
+        return array.reshape(groups, c // groups, -1)
+    rows = np.ascontiguousarray(np.moveaxis(array.reshape(n, c, -1), 0, 1))  # (C, n, L)
+    return rows.reshape(groups, c // groups, -1)
 
-    (A transposed convolution's geometry can have fewer outputs than ``ceil(S/s)``.)
-    """
-    read = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
-                                              for o, s in zip(geom.out_size, geom.stride))
-    return np.ascontiguousarray(x[read])
+
+def _ungroup_rows(rows: np.ndarray, n: int, out_shape) -> np.ndarray:
+    """Inverse of ``_group_rows`` as a view: ``(G, C/G, n·L) -> (n, C, *O)``."""
+    c = rows.shape[0] * rows.shape[1]
+    return np.moveaxis(rows.reshape((c, n) + tuple(out_shape)), 1, 0)
 
 
 # --------------------------------------------------------------------------
@@ -146,10 +162,6 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
     if algorithm == "depthwise":
         return depthwise_forward(x, weight, geom, mode)
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
-    if algorithm == "pointwise":
-        # X̃ is the (strided) input itself: per sample (G, C_ig, L); the product lands in NC* order.
-        x_mat = _strided_input(x, geom).reshape(batch, groups, c_in // groups, -1)
-        return np.matmul(w_mat, x_mat).reshape((batch, c_out) + geom.out_size)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
     xp, padded_batch = None, None
@@ -158,12 +170,13 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
             xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         x_rows = xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)]
-        x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g per sample (n, G, K, L)
+        x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g (G, K, n·L)
         n = x_rows.shape[0]
-        if out_size == geom.out_size:  # whole samples: the product lands in y in place
-            np.matmul(w_mat, x_cols, out=y[batch_slice].reshape(n, groups, c_out // groups, -1))
-        else:                                                         # Y_g per sample (n, G, C_og, L)
-            y[batch_slice, :, rows] = np.matmul(w_mat, x_cols).reshape((n, c_out) + out_size)
+        if n == 1 and out_size == geom.out_size:  # the product lands in y in place
+            np.matmul(w_mat, x_cols, out=y[batch_slice].reshape(groups, c_out // groups, -1))
+        else:
+            y_rows = np.matmul(w_mat, x_cols)                         # Y_g (G, C_og, n·L)
+            copy_parallel(y[batch_slice, :, rows], _ungroup_rows(y_rows, n, out_size))
     return y
 
 
@@ -171,10 +184,8 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
                       algorithm: str = "auto") -> np.ndarray:
     """``dW̃ = δ X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``.
 
-    The sum over samples is done one sample at a time, in order, so that the
-    result does not depend on how the workspace limit chunks the batch (a
-    single product over all columns would let the chunk size change the
-    order of the additions).
+    Each tile's product is added in tile order, and tiles are fixed by the
+    shapes, so the result does not depend on the workspace limit.
     """
     c_out = dy.shape[1]
     shape = geom.kernel
@@ -184,13 +195,7 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     batch, c_in = x.shape[:2]
     groups = geom.groups
     dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
-    sample_dw = np.empty_like(dw_mat)
-    if algorithm == "pointwise":
-        x_mat = _strided_input(x, geom).reshape(batch, groups, c_in // groups, -1)
-        dy_mat = dy.reshape(batch, groups, c_out // groups, -1)
-        for n in range(batch):  # a fixed reduction order over samples (see docstring)
-            dw_mat += np.matmul(dy_mat[n], x_mat[n].swapaxes(1, 2), out=sample_dw)
-        return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
+    tile_dw = np.empty_like(dw_mat)
     bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
     xp, padded_batch = None, None
     for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
@@ -199,10 +204,9 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
         n = xp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         x_cols = _unfold_grouped(xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)],
-                                 geom, out_size)                     # X̃_g per sample (n, G, K, L)
-        dy_rows = dy[batch_slice, :, rows].reshape(n, groups, c_out // groups, -1)  # δ_g (n, G, C_og, L)
-        for i in range(n):  # dW̃_g += δ_g,i X̃_g,iᵀ, samples in order (see docstring)
-            dw_mat += np.matmul(dy_rows[i], x_cols[i].swapaxes(1, 2), out=sample_dw)
+                                 geom, out_size)                     # X̃_g (G, K, n·L)
+        dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
+        dw_mat += np.matmul(dy_rows, x_cols.swapaxes(1, 2), out=tile_dw)   # δ_g X̃_gᵀ
     return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
 
 
@@ -219,15 +223,6 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
     groups = geom.groups
     c_in = weight.shape[1] * groups
     w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
-    if algorithm == "pointwise":
-        dx_mat = np.matmul(w_mat_t, dy.reshape(batch, groups, c_out // groups, -1))  # (N, G, C_ig, L)
-        dx_mat = dx_mat.reshape((batch, c_in) + geom.out_size)
-        if geom.out_size == geom.in_size:
-            return dx_mat
-        dx = np.zeros((batch, c_in) + geom.in_size, dtype=dy.dtype)  # positions no output reads get 0
-        dx[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
-                                              for o, s in zip(geom.out_size, geom.stride))] = dx_mat
-        return dx
     dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
     bytes_per_position = c_in * _args.prod(geom.kernel) * dy.itemsize
     dxp, padded_batch = None, None
@@ -243,11 +238,12 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
             dxp = np.zeros((batch_slice.stop - batch_slice.start, c_in) + geom.padded_size, dtype=dy.dtype)
         n = dxp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
-        dy_rows = dy[batch_slice, :, rows].reshape(n, groups, c_out // groups, -1)  # δ_g (n, G, C_og, L)
-        dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (n, G, K, L)
-        dx_cols = dx_cols.reshape((n, c_in) + geom.kernel + out_size)
-        # col2im over (C_in, n) views: the blocks of channels it adds into stay in cache
-        fold_padded(dx_cols.swapaxes(0, 1), None, geom.kernel, geom.stride, geom.dilation,
+        dy_rows = _group_rows(dy[batch_slice, :, rows], groups)           # δ_g (G, C_og, n·L)
+        dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (G, K, n·L)
+        # (G, K, n·L) = (C_in, *k, n, *O) -> view (C_in, n, *k, *O) for the strided col2im adds,
+        # which run over cache-sized blocks of channels
+        dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 1)
+        fold_padded(dx_cols, None, geom.kernel, geom.stride, geom.dilation,
                     out=dxp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)].swapaxes(0, 1))
     unpad_into_dx()
     return dx
@@ -278,7 +274,7 @@ def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
     full_geom = _args.Geometry(d, geom.kernel, (1,) * d, geom.dilation, full_pads, groups,
                                dilated_size, reached)
     dx_reached = _conv_forward(dy_dilated, np.ascontiguousarray(w_flipped), full_geom, "zeros",
-                               "im2col" if algorithm == "im2col" else "auto")
+                               algorithm if algorithm != "depthwise" else "auto")
     # Padded positions past the last window (floor in the output size) get no gradient.
     dxp = np.zeros((batch, groups * c_ig) + geom.padded_size, dtype=dy.dtype)
     dxp[(slice(None), slice(None)) + tuple(slice(0, r) for r in reached)] = dx_reached
@@ -313,7 +309,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
         (``"same"``: ``O = ceil(S/stride)``; odd total padding puts the extra at the end)
     groups : int dividing C_in and C_out
     padding_mode : ``"zeros" | "reflect" | "replicate" | "circular"``
-    algorithm : ``"auto" | "im2col" | "pointwise" | "depthwise"`` (see ``select_algorithm``;
+    algorithm : ``"auto" | "im2col" | "depthwise"`` (see ``select_algorithm``;
         results agree to rounding whichever applies)
 
     Returns
