@@ -369,9 +369,10 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
     x, weight, stride, padding, dilation, groups, padding_mode : as in ``conv``
     bias : bool, whether to return ``dbias`` (else it is None)
     dx_method : ``"fold"`` (``Pᵀ fold(W̃ᵀ δ)``) or ``"full_conv"`` (full convolution of the
-        stride-dilated ``δ`` with the flipped kernel); ``"auto"`` (default) takes ``"full_conv"``
-        for stride 1 with the im2col kernel (an unfold copy is cheaper than the col2im adds) and
-        ``"fold"`` otherwise (zero-stuffing would waste s^d of the work)
+        stride-dilated ``δ`` with the flipped kernel, the textbook form; zero-stuffing wastes
+        ``prod(s)`` of its work and its GEMM has only C_in rows). ``"auto"`` (default) = ``"fold"``:
+        measured faster on every layer of the benchmark suite (e.g. 512@7 6.6 vs 10.7 ms,
+        3-d 16->32@16^3 18 vs 25 ms, the 7x7 stem 29 vs 680 ms)
     algorithm : as in ``conv``
 
     Returns
@@ -388,8 +389,7 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + geom.out_size,
                        call.x.dtype, fn)
     if dx_method == "auto":
-        stride_one = all(s == 1 for s in geom.stride)
-        dx_method = "full_conv" if stride_one and algorithm == "im2col" else "fold"
+        dx_method = "fold"
     input_grad = _conv_input_grad if dx_method == "fold" else _conv_input_grad_full
     dx = input_grad(dy, call.weight, geom, call.padding_mode, algorithm)
     dweight = _conv_weight_grad(call.x, dy, geom, call.padding_mode, algorithm)
