@@ -709,7 +709,7 @@ W4 = np.zeros((6, 2, 3, 3))   # groups=2 fits X4
      ValueError, "padding_mode"),
     (lambda: npconv.conv_grad(np.zeros((2, 6, 4, 4)), X4, np.zeros((6, 4, 3, 3)), groups=2),
      ValueError, "weight.shape"),
-    (lambda: npconv.conv(X4, W4, groups=2, algorithm="winograd"), ValueError, "algorithm"),
+    (lambda: npconv.conv(X4, W4, groups=2, stride=2, algorithm="winograd"), ValueError, "algorithm"),
     (lambda: npconv.conv(X4, W4, groups=2, algorithm="pointwise"), ValueError, "algorithm"),
     (lambda: npconv.conv(X4, np.zeros((6, 4, 1, 1)), algorithm="depthwise"), ValueError,
      "algorithm"),

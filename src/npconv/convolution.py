@@ -40,6 +40,8 @@ from . import _args
 from ._config import get_workspace_limit
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
 from ._im2col import copy_parallel, fold_padded, window_view
+from ._winograd import applicable as winograd_applicable
+from ._winograd import winograd_forward, winograd_input_grad, winograd_weight_grad
 from ._padding import pad, pad_adjoint
 
 
@@ -53,27 +55,51 @@ class ConvGrads(NamedTuple):
 # --------------------------------------------------------------------------
 # algorithm choice
 # --------------------------------------------------------------------------
-ALGORITHMS = ("auto", "im2col", "depthwise")
+ALGORITHMS = ("auto", "im2col", "depthwise", "winograd")
 
 
-def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str = "conv") -> str:
-    """The kernel that computes a convolution of this geometry.
+def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
+    """Where Winograd F(2x2,3x3) measured faster than im2col (``_winograd`` docstring):
+    enough channels for its 16 GEMMs (min(C_og, C_ig) >= 32) and enough 2x2 tiles
+    (L >= 196, L·min(C_og, C_ig) >= 50 000; 100 000 for the weight gradient, whose
+    per-sample GEMMs reduce over the tiles). Not 512@7, the 3->64 stem, small groups."""
+    channels = min(weight_shape[0] // geom.groups, weight_shape[1])
+    positions = _args.prod(geom.out_size)
+    work = 100_000 if kernel_pass == "weight" else 50_000
+    return channels >= 32 and positions >= 196 and positions * channels >= work
+
+
+def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str = "conv",
+                     kernel_pass: str = "forward") -> str:
+    """The kernel that computes one pass (``"forward"``, ``"input"`` or ``"weight"``
+    gradient) of a convolution of this geometry.
 
     ``"auto"`` picks ``"depthwise"`` for one input channel per group with
     groups > 1 (elementwise multiply-adds per kernel offset: as a GEMM,
-    K = prod(k) is too short for BLAS to be fast), else ``"im2col"`` (unfold +
-    GEMM; a 1x1 kernel with stride 1 and no padding skips the unfold copy).
-    Asking for a kernel that does not apply raises ValueError.
+    K = prod(k) is too short for BLAS to be fast); ``"winograd"`` F(2x2,3x3)
+    for 2-d 3x3 stride-1 dilation-1 layers where it measured faster
+    (``_winograd_pays``); else ``"im2col"`` (unfold + GEMM; a 1x1 kernel with
+    stride 1 and no padding skips the unfold copy). Asking for a kernel that
+    does not apply raises ValueError.
     """
     depthwise = weight_shape[1] == 1 and geom.groups > 1
+    winograd = winograd_applicable(geom, weight_shape)
     if algorithm == "auto":
-        return "depthwise" if depthwise else "im2col"
+        if depthwise:
+            return "depthwise"
+        if winograd and _winograd_pays(geom, weight_shape, kernel_pass):
+            return "winograd"
+        return "im2col"
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{fn}: 'algorithm' must be one of {ALGORITHMS}, got {algorithm!r}")
     if algorithm == "depthwise" and not depthwise:
         raise ValueError(f"{fn}: algorithm='depthwise' needs one input channel per group "
                          f"(weight.shape[1] == 1) and groups > 1, got weight shape "
                          f"{tuple(weight_shape)} and groups={geom.groups}")
+    if algorithm == "winograd" and not winograd:
+        raise ValueError(f"{fn}: algorithm='winograd' needs a 2-d 3x3 kernel with stride 1 and "
+                         f"dilation 1, got kernel {geom.kernel}, stride {geom.stride}, "
+                         f"dilation {geom.dilation}")
     return algorithm
 
 
@@ -161,6 +187,8 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
     groups = geom.groups
     if algorithm == "depthwise":
         return depthwise_forward(x, weight, geom, mode)
+    if algorithm == "winograd":
+        return winograd_forward(x, weight, geom, mode)
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
@@ -189,9 +217,12 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     """
     c_out = dy.shape[1]
     shape = geom.kernel
-    algorithm = select_algorithm(algorithm, geom, (c_out, x.shape[1] // geom.groups) + shape)
+    algorithm = select_algorithm(algorithm, geom, (c_out, x.shape[1] // geom.groups) + shape,
+                                 kernel_pass="weight")
     if algorithm == "depthwise":
         return depthwise_weight_grad(x, dy, geom, mode)
+    if algorithm == "winograd":
+        return winograd_weight_grad(x, dy, geom, mode)
     batch, c_in = x.shape[:2]
     groups = geom.groups
     dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
@@ -216,9 +247,11 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
 
     This is also the transposed convolution of ``dy`` (``mode="zeros"``).
     """
-    algorithm = select_algorithm(algorithm, geom, weight.shape)
+    algorithm = select_algorithm(algorithm, geom, weight.shape, kernel_pass="input")
     if algorithm == "depthwise":
         return depthwise_input_grad(dy, weight, geom, mode)
+    if algorithm == "winograd":
+        return winograd_input_grad(dy, weight, geom, mode)
     batch, c_out = dy.shape[:2]
     groups = geom.groups
     c_in = weight.shape[1] * groups
@@ -309,7 +342,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
         (``"same"``: ``O = ceil(S/stride)``; odd total padding puts the extra at the end)
     groups : int dividing C_in and C_out
     padding_mode : ``"zeros" | "reflect" | "replicate" | "circular"``
-    algorithm : ``"auto" | "im2col" | "depthwise"`` (see ``select_algorithm``;
+    algorithm : ``"auto" | "im2col" | "depthwise" | "winograd"`` (see ``select_algorithm``;
         results agree to rounding whichever applies)
 
     Returns
@@ -335,7 +368,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
 
 
 def _conv_public(call: _args.ConvCall, algorithm: str, fn: str):
-    algorithm = select_algorithm(algorithm, call.geom, call.weight.shape, fn)
+    select_algorithm(algorithm, call.geom, call.weight.shape, fn)  # validate before any work
     y = _conv_forward(call.x, call.weight, call.geom, call.padding_mode, algorithm)
     return _finish(_add_bias(y, call.bias), call.unbatched, call.result_dtype)
 
@@ -368,11 +401,12 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
     dy : array ``(N, C_out, *O)`` (or unbatched ``(C_out, *O)`` with unbatched x)
     x, weight, stride, padding, dilation, groups, padding_mode : as in ``conv``
     bias : bool, whether to return ``dbias`` (else it is None)
-    dx_method : ``"fold"`` (``Pᵀ fold(W̃ᵀ δ)``) or ``"full_conv"`` (full convolution of the
-        stride-dilated ``δ`` with the flipped kernel, the textbook form; zero-stuffing wastes
-        ``prod(s)`` of its work and its GEMM has only C_in rows). ``"auto"`` (default) = ``"fold"``:
-        measured faster on every layer of the benchmark suite (e.g. 512@7 6.6 vs 10.7 ms,
-        3-d 16->32@16^3 18 vs 25 ms, the 7x7 stem 29 vs 680 ms)
+    dx_method : how the im2col kernel computes dx: ``"fold"`` (``Pᵀ fold(W̃ᵀ δ)``) or
+        ``"full_conv"`` (full convolution of the stride-dilated ``δ`` with the flipped kernel,
+        the textbook form; zero-stuffing wastes ``prod(s)`` of its work and its GEMM has only
+        C_in rows). ``"auto"`` (default): the kernel ``algorithm`` picks for the input
+        gradient, with the fold as its im2col form (measured faster on every suite layer,
+        e.g. 512@7 6.6 vs 10.7 ms, the 7x7 stem 29 vs 680 ms)
     algorithm : as in ``conv``
 
     Returns
@@ -385,13 +419,20 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
     if dx_method not in DX_METHODS:
         raise ValueError(f"{fn}: 'dx_method' must be one of {DX_METHODS}, got {dx_method!r}")
     geom = call.geom
-    algorithm = select_algorithm(algorithm, geom, call.weight.shape, fn)
+    select_algorithm(algorithm, geom, call.weight.shape, fn)  # validate before any work
+    if dx_method != "auto" and algorithm == "winograd":
+        raise ValueError(f"{fn}: dx_method={dx_method!r} is an im2col formulation; with "
+                         "algorithm='winograd' use dx_method='auto'")
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + geom.out_size,
                        call.x.dtype, fn)
-    if dx_method == "auto":
-        dx_method = "fold"
-    input_grad = _conv_input_grad if dx_method == "fold" else _conv_input_grad_full
-    dx = input_grad(dy, call.weight, geom, call.padding_mode, algorithm)
+    if dx_method == "auto":   # the kernel the pass picks; its im2col form is the fold
+        dx = _conv_input_grad(dy, call.weight, geom, call.padding_mode, algorithm)
+    elif dx_method == "fold":
+        dx_algorithm = select_algorithm(algorithm, geom, call.weight.shape, fn, "input")
+        dx = _conv_input_grad(dy, call.weight, geom, call.padding_mode,
+                              "im2col" if dx_algorithm == "winograd" else dx_algorithm)
+    else:
+        dx = _conv_input_grad_full(dy, call.weight, geom, call.padding_mode, algorithm)
     dweight = _conv_weight_grad(call.x, dy, geom, call.padding_mode, algorithm)
     dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None   # db = Σ_{n,o} δ
     return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)

@@ -48,7 +48,7 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     output_padding : int or d ints, ``0 <= output_padding < max(stride, dilation)``
     groups : int dividing C_in and C_out
     output_size : optional spatial output size (or full shape); picks ``output_padding``
-    algorithm : ``"auto" | "im2col" | "depthwise"`` (``npconv.convolution.select_algorithm``)
+    algorithm : ``"auto" | "im2col" | "depthwise" | "winograd"`` (``npconv.convolution.select_algorithm``)
 
     Returns
     -------
@@ -70,7 +70,7 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
 
 def _conv_transpose_public(call: _args.ConvTransposeCall, algorithm: str, fn: str):
     # Adjoint of the convolution whose geometry ``call.geom`` describes: fold(W̃ᵀ X), cropped.
-    algorithm = select_algorithm(algorithm, call.geom, call.weight.shape, fn)
+    select_algorithm(algorithm, call.geom, call.weight.shape, fn)  # validate before any work
     y = _conv_input_grad(call.x, call.weight, call.geom, "zeros", algorithm)
     return _finish(_add_bias(y, call.bias), call.unbatched, call.result_dtype)
 
@@ -115,7 +115,7 @@ def conv_transpose_grad(dy, x, weight, stride=1, padding=0, output_padding=0, gr
     geom = call.geom
     c_out = call.weight.shape[1] * geom.groups
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], c_out) + geom.in_size, call.x.dtype, fn)
-    algorithm = select_algorithm(algorithm, geom, call.weight.shape, fn)
+    select_algorithm(algorithm, geom, call.weight.shape, fn)  # validate before any work
     dx = _conv_forward(dy, call.weight, geom, "zeros", algorithm)           # c(dy)
     dweight = _conv_weight_grad(dy, call.x, geom, "zeros", algorithm)       # input dy, output gradient x
     dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None
