@@ -90,14 +90,19 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def parallel_for(body, total: int) -> None:
+# Handing work to a thread costs ~0.1 ms (and a core that BLAS's idle worker may
+# still be spinning on); below this much data a single thread is faster.
+PARALLEL_MIN_BYTES = 4 * 2**20
+
+
+def parallel_for(body, total: int, nbytes: int | None = None) -> None:
     """Run ``body(start, stop)`` over ``[0, total)`` split into ``get_num_threads()`` ranges.
 
     ``body`` must write disjoint outputs for disjoint ranges. Runs inline for one
-    thread or one item.
+    thread, one item, or less than ``PARALLEL_MIN_BYTES`` of data (``nbytes``).
     """
     threads = min(_num_threads, total)
-    if threads <= 1:
+    if threads <= 1 or (nbytes is not None and nbytes < PARALLEL_MIN_BYTES):
         body(0, total)
         return
     global _pool

@@ -63,7 +63,7 @@ def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str) -> np.
                     np.multiply(x_m, w_bcast[:, :, index], out=term)
                     acc += term
 
-    parallel_for(body, batch)
+    parallel_for(body, batch, x.nbytes)
     return y.reshape((batch, groups * mult) + geom.out_size)
 
 
@@ -92,7 +92,7 @@ def depthwise_input_grad(dy: np.ndarray, weight: np.ndarray, geom, mode: str) ->
                 dxp[(slice(None), slice(None)) + window] += term
             dx[samples] = pad_adjoint(dxp, geom.pads, mode, geom.in_size)
 
-    parallel_for(body, batch)
+    parallel_for(body, batch, dy.nbytes)
     return dx
 
 
@@ -116,6 +116,6 @@ def depthwise_weight_grad(x: np.ndarray, dy: np.ndarray, geom, mode: str) -> np.
                 dw[:, :, index] += np.einsum("ngjl,ngjl->gj", dy_b, np.broadcast_to(x_m, dy_b.shape))
         partial_sums[start] = dw
 
-    parallel_for(body, batch)
+    parallel_for(body, batch, x.nbytes)
     dw = sum(partial_sums[start] for start in sorted(partial_sums))
     return dw.reshape((groups * mult, 1) + geom.kernel)

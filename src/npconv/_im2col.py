@@ -43,7 +43,8 @@ def window_view(xp: np.ndarray, kernel, stride, dilation, out_size) -> np.ndarra
 
 def copy_parallel(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     """``dst[...] = src``, split over the first axis between npconv's threads."""
-    parallel_for(lambda start, stop: np.copyto(dst[start:stop], src[start:stop]), dst.shape[0])
+    parallel_for(lambda start, stop: np.copyto(dst[start:stop], src[start:stop]), dst.shape[0],
+                 dst.nbytes)
     return dst
 
 
@@ -88,7 +89,7 @@ def fold_padded(cols: np.ndarray, padded_size, kernel, stride, dilation, out=Non
             for offset, target in zip(offsets, targets):
                 out_rows[target] += cols_rows[(slice(None), slice(None)) + offset]
 
-    parallel_for(add_rows, out.shape[0])
+    parallel_for(add_rows, out.shape[0], cols.nbytes)
     return out
 
 
