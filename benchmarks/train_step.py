@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -33,38 +34,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def torch_resnet20(torch, num_classes=10):
-    """The torch twin of ``npconv.models.resnet20`` (same stack and state_dict keys)."""
-    tnn = torch.nn
-
-    class Residual(tnn.Module):
-        def __init__(self, block, shortcut=None):
-            super().__init__()
-            self.block, self.shortcut = block, shortcut
-
-        def forward(self, x):
-            return self.block(x) + (self.shortcut(x) if self.shortcut is not None else x)
-
-    def block(cin, cout, stride):
-        body = tnn.Sequential(
-            tnn.Conv2d(cin, cout, 3, stride, 1, bias=False), tnn.BatchNorm2d(cout), tnn.ReLU(),
-            tnn.Conv2d(cout, cout, 3, 1, 1, bias=False), tnn.BatchNorm2d(cout))
-        shortcut = None
-        if stride != 1 or cin != cout:
-            shortcut = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                      tnn.BatchNorm2d(cout))
-        return tnn.Sequential(Residual(body, shortcut), tnn.ReLU())
-
-    stages, cin = [], 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        stages.append(tnn.Sequential(*[block(cin if i == 0 else cout, cout, stride if i == 0 else 1)
-                                       for i in range(3)]))
-        cin = cout
-    return tnn.Sequential(
-        tnn.Conv2d(3, 16, 3, padding=1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU(),
-        *stages, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(64, num_classes))
-
-
 def main():
     args = parse_args()
     # Thread pools must be sized before NumPy's BLAS starts.
@@ -74,6 +43,9 @@ def main():
     except ImportError:
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from torch_twins import torch_resnet  # the torch twin the model tests use
 
     from npconv import models, nn
     from npconv.optim import SGD
@@ -85,7 +57,7 @@ def main():
     target = rng.integers(0, 10, size=args.batch_size)
 
     model = models.resnet20(dtype=dtype, rng=0)
-    twin = torch_resnet20(torch).to(getattr(torch, args.dtype))
+    twin = torch_resnet(20).to(getattr(torch, args.dtype))
     twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
     opt, topt = SGD(model.parameters(), **sgd), torch.optim.SGD(twin.parameters(), **sgd)

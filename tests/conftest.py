@@ -16,6 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# torch_twins.py is a helper module that imports torch: not a test module, and not
+# importable (for --doctest-modules) where torch is absent.
+collect_ignore = ["torch_twins.py"]
+
 
 @pytest.fixture
 def torch():
