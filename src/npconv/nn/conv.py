@@ -27,7 +27,7 @@ import numpy as np
 from .. import _args
 from .. import functional as F
 from . import init
-from .module import Module, Parameter, check_dtype
+from .module import Module, check_dtype
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -86,13 +86,7 @@ class _ConvNd(Module):
             shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
         else:
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(np.empty(shape, dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((self.out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(rng)
-        self._ctx = None
+        self._weight_and_bias(shape, self.out_channels, bias, dtype, rng)
 
     def reset_parameters(self, rng=None) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weight, U(±1/sqrt(fan_in)) bias."""

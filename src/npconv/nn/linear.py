@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import init
-from .module import Module, Parameter, check_dtype
+from .module import Module, check_dtype
 
 __all__ = ["Linear"]
 
@@ -33,13 +33,8 @@ class Linear(Module):
         dtype = check_dtype(dtype, "Linear")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((self.out_features,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(rng)
-        self._ctx = None
+        self._weight_and_bias((self.out_features, self.in_features), self.out_features, bias,
+                              dtype, rng)
 
     def reset_parameters(self, rng=None) -> None:
         init.default_init_(self.weight, self.bias, rng=rng)

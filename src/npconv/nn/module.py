@@ -191,6 +191,18 @@ class Module:
         self._forget(name)
         self._registries()[0][name] = param
 
+    def _weight_and_bias(self, weight_shape, bias_size: int, bias: bool, dtype, rng) -> None:
+        """Create ``weight`` (``weight_shape``) and, if ``bias``, ``bias`` (``(bias_size,)``)
+        Parameters in ``dtype``, fill them with ``self.reset_parameters(rng)``, and
+        start with nothing cached for backward. Shared by Linear and the conv layers."""
+        self.weight = Parameter(np.empty(tuple(weight_shape), dtype=dtype))
+        if bias:
+            self.bias = Parameter(np.empty((bias_size,), dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(rng)
+        self._ctx = None
+
     def register_buffer(self, name: str, array) -> None:
         """A non-trainable array saved in ``state_dict`` (e.g. BatchNorm's running stats)."""
         self._forget(name)
