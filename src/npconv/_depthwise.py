@@ -101,21 +101,28 @@ def depthwise_weight_grad(x: np.ndarray, dy: np.ndarray, geom, mode: str) -> np.
     batch, groups = x.shape[:2]
     mult = dy.shape[1] // groups
     kernel_len = _args.prod(geom.kernel)
-    dy = dy.reshape((batch, groups, mult, -1))                           # (N, G, M, L)
+    dy = dy.reshape((batch, groups, mult) + geom.out_size)               # (N, G, M, *O)
     block = _block(geom, groups, x.itemsize)
-    partial_sums = {}  # by block start, summed in order: deterministic whatever the threads
+    # One partial sum per cache block of samples (blocks are fixed by the shapes), added in
+    # block order: the same bits whatever the number of threads.
+    starts = range(0, batch, block)
+    partial_sums = {}
+    spatial = "xyz"[:geom.d]
+    contraction = f"ngj{spatial},ng{spatial}->gj"
 
-    def body(start, stop):
-        dw = np.zeros((groups, mult, kernel_len), dtype=x.dtype)
-        for first in range(start, stop, block):
-            samples = slice(first, min(first + block, stop))
+    def body(first_block, stop_block):
+        for first in starts[first_block:stop_block]:
+            samples = slice(first, min(first + block, batch))
             xp = pad(x[samples], geom.pads, mode)
             dy_b = dy[samples]
+            dw = np.zeros((groups, mult, kernel_len), dtype=x.dtype)
             for index, window in _offsets(geom):
-                x_m = xp[(slice(None), slice(None)) + window].reshape(xp.shape[0], groups, 1, -1)
-                dw[:, :, index] += np.einsum("ngjl,ngjl->gj", dy_b, np.broadcast_to(x_m, dy_b.shape))
-        partial_sums[start] = dw
+                # Σ_{n,o} δ[n,g,j,o]·Xp[n,g,o·s+m·dil]: one pass over the strided window, no copy
+                dw[:, :, index] = np.einsum(contraction, dy_b, xp[(slice(None), slice(None)) + window])
+            partial_sums[first] = dw
 
-    parallel_for(body, batch, x.nbytes)
-    dw = sum(partial_sums[start] for start in sorted(partial_sums))
+    parallel_for(body, len(starts), x.nbytes)
+    dw = np.zeros((groups, mult, kernel_len), dtype=x.dtype)
+    for first in starts:
+        dw += partial_sums[first]
     return dw.reshape((groups * mult, 1) + geom.kernel)
