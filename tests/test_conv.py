@@ -727,3 +727,26 @@ def test_error_message_gives_expected_and_given_values():
     with pytest.raises(ValueError) as info:
         npconv.conv(X4, W4, np.zeros(5), groups=2)
     assert "(6,)" in str(info.value) and "(5,)" in str(info.value)
+
+
+@pytest.mark.parametrize("algorithm, groups, c_in, c_out", [
+    ("im2col", 1, 3, 4), ("depthwise", 8, 8, 16), ("winograd", 2, 4, 6)])
+def test_thread_count_does_not_change_results(rng, algorithm, groups, c_in, c_out):
+    """npconv's own threads split work into pieces fixed by the shapes and sum them in
+    a fixed order: 1 or 2 threads give the same bits. Large enough (16 MiB of float64
+    input) that the threads are really used."""
+    x = rng.standard_normal((16, c_in, 128, 128))
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3))
+    dy = rng.standard_normal((16, c_out, 128, 128))
+    results = {}
+    default = npconv.get_num_threads()
+    try:
+        for threads in (1, 2):
+            npconv.set_num_threads(threads)
+            results[threads] = (npconv.conv(x, w, padding=1, groups=groups, algorithm=algorithm),
+                                *npconv.conv_grad(dy, x, w, padding=1, groups=groups,
+                                                  algorithm=algorithm, bias=False)[:2])
+    finally:
+        npconv.set_num_threads(default)
+    for one, two in zip(results[1], results[2]):
+        np.testing.assert_array_equal(one, two)
