@@ -750,3 +750,21 @@ def test_thread_count_does_not_change_results(rng, algorithm, groups, c_in, c_ou
         npconv.set_num_threads(default)
     for one, two in zip(results[1], results[2]):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("algorithm, groups", [("im2col", 1), ("depthwise", 4), ("winograd", 1)])
+def test_empty_batch(algorithm, groups):
+    """N = 0 works as in PyTorch: empty outputs and gradients, zero dweight and dbias."""
+    x = np.zeros((0, 4, 8, 8))
+    w = np.ones((4, 4 // groups, 3, 3))
+    y = npconv.conv(x, w, padding=1, groups=groups, algorithm=algorithm)
+    assert y.shape == (0, 4, 8, 8)
+    dx, dw, db = npconv.conv_grad(np.zeros(y.shape), x, w, padding=1, groups=groups,
+                                  algorithm=algorithm)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+    np.testing.assert_array_equal(db, np.zeros(4))
+    t = npconv.conv_transpose(x, w, padding=1, groups=groups)
+    assert t.shape == (0, 4 // groups * groups, 8, 8)
+    assert npconv.unfold(x, 3).shape == (0, 36, 36)
+    assert npconv.fold(np.zeros((0, 36, 36)), (8, 8), 3).shape == (0, 4, 8, 8)

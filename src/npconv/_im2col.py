@@ -136,7 +136,7 @@ def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
     pads = _args.padding_pairs(padding, d, fn, allow_same=False)
     out_size = _args.conv_out_size(xb.shape[2:], pads, kernel, stride, dilation, fn)
     cols = unfold_padded(pad(xb, pads), kernel, stride, dilation, out_size)
-    cols = cols.reshape(xb.shape[0], -1, _args.prod(out_size))
+    cols = cols.reshape(xb.shape[0], xb.shape[1] * _args.prod(kernel), _args.prod(out_size))
     return cols[0] if unbatched else cols
 
 

@@ -278,7 +278,8 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
         dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 1)
         fold_padded(dx_cols, None, geom.kernel, geom.stride, geom.dilation,
                     out=dxp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)].swapaxes(0, 1))
-    unpad_into_dx()
+    if dxp is not None:  # (an empty batch has no chunk)
+        unpad_into_dx()
     return dx
 
 
