@@ -234,6 +234,16 @@ def test_grads_match_torch_autograd(torch, rng, assert_close, cfg):
         assert_close(full.dx, fold.dx)
         np.testing.assert_array_equal(full.dweight, fold.dweight)
         assert_close(fold.dweight, dw_t)
+    # the phase decomposition, where it applies (a stride > 1, dilation 1)
+    strides = (cfg.stride,) * cfg.d if isinstance(cfg.stride, int) else cfg.stride
+    dilations = (cfg.dilation,) * cfg.d if isinstance(cfg.dilation, int) else cfg.dilation
+    if max(strides) > 1 and max(dilations) == 1:
+        phases = npconv.conv_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias, dx_method="phases",
+                                  algorithm="im2col")
+        assert_close(phases.dx, dx_t)
+    else:
+        with pytest.raises(ValueError, match="dx_method"):
+            npconv.conv_grad(dy, x, w, **cfg.kwargs(), dx_method="phases")
 
 
 # Finite differences on a subset (every 7th config), batch 1: cost is 2 forwards per element.
@@ -768,3 +778,26 @@ def test_empty_batch(algorithm, groups):
     assert t.shape == (0, 4 // groups * groups, 8, 8)
     assert npconv.unfold(x, 3).shape == (0, 36, 36)
     assert npconv.fold(np.zeros((0, 36, 36)), (8, 8), 3).shape == (0, 4, 8, 8)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(4, 2, 1), (2, 2, 0), (6, 3, (2, 1)), (4, (2, 1), 1)])
+def test_phase_decomposition_where_auto_picks_it(torch, rng, assert_close, kernel, stride, padding):
+    """k divisible by s and >= 64 GEMM rows: "auto" computes dx (and so conv_transpose) by
+    stride phases; compare conv_grad's dx and conv_transpose with torch (float64)."""
+    from npconv.convolution import _phases_pay
+    x = rng.standard_normal((2, 32, 12, 10))
+    w = rng.standard_normal((24, 32, kernel, kernel))
+    call = npconv._args.conv_call(x, w, None, stride, padding, 1, 1, "zeros")
+    assert _phases_pay(call.geom, w.shape, x.itemsize)
+    y = npconv.conv(x, w, stride=stride, padding=padding)
+    dy = rng.standard_normal(y.shape)
+    tx = torch.tensor(x, requires_grad=True)
+    pad = call.geom.pads
+    tx_p = torch.nn.functional.pad(tx, (pad[1][0], pad[1][1], pad[0][0], pad[0][1]))
+    ty = torch.nn.functional.conv2d(tx_p, torch.tensor(w), stride=stride)
+    (ty * torch.tensor(dy)).sum().backward()
+    assert_close(npconv.conv_grad(dy, x, w, stride=stride, padding=padding).dx, tx.grad.numpy())
+    # the same gradient is the transposed convolution of dy with the same weight
+    out = npconv.conv_transpose(dy, w, stride=stride, padding=padding,
+                                output_size=x.shape[2:])
+    assert_close(out, tx.grad.numpy())
