@@ -20,4 +20,5 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = list(_functional_all) + ["get_workspace_limit", "set_workspace_limit", "workspace_limit",
-                                   "get_num_threads", "set_num_threads", "summary", "__version__"]
+                                   "get_num_threads", "set_num_threads", "summary", "__version__",
+                                   "data", "models", "nn", "optim", "testing"]

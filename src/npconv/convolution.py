@@ -233,7 +233,6 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
         if padded_batch != batch_slice:
             xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
-        n = xp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         x_cols = _unfold_grouped(xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)],
                                  geom, out_size)                     # X̃_g (G, K, n·L)

@@ -189,7 +189,7 @@ def _format(model_type, input_shape, output_shape, rows, depth, total, trainable
     mb = lambda n: f"{n / 2**20:,.2f}"  # noqa: E731
     out = ["=" * width, line(*header), "=" * width, line(f"input ({model_type})", str(input_shape), "")]
     out += [line(a, b, c) for a, b, c in zip(first_column, shapes, counts)]
-    out += [line(f"output", str(output_shape), ""), "=" * width,
+    out += [line("output", str(output_shape), ""), "=" * width,
             f"Total params: {total:,}",
             f"Trainable params: {trainable:,}",
             f"Non-trainable params: {total - trainable:,}",
