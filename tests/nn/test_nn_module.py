@@ -20,17 +20,8 @@ def _torch_state(module):
 
 
 def _torch_residual(torch):
-    class TorchResidual(torch.nn.Module):
-        """y = block(x) + (shortcut(x) if shortcut else x), as npconv.nn.Residual."""
-
-        def __init__(self, block, shortcut=None):
-            super().__init__()
-            self.block = block
-            self.shortcut = shortcut
-
-        def forward(self, x):
-            return self.block(x) + (self.shortcut(x) if self.shortcut is not None else x)
-
+    """The torch twin of npconv.nn.Residual (tests/torch_twins.py, on the path via conftest)."""
+    from torch_twins import TorchResidual
     return TorchResidual
 
 
