@@ -16,12 +16,11 @@ The loop is over cache blocks and kernel offsets, never over pixels.
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from . import _args
 from ._config import parallel_for
+from ._im2col import kernel_windows
 from ._padding import pad, pad_adjoint
 
 BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cache
@@ -29,9 +28,8 @@ BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cac
 
 def _offsets(geom):
     """(flat index, window slices) for each kernel offset ``m``: reads ``o·s + m·dil``."""
-    for index, offset in enumerate(itertools.product(*(range(k) for k in geom.kernel))):
-        yield index, tuple(slice(m * dil, m * dil + (o - 1) * s + 1, s)
-                           for m, dil, o, s in zip(offset, geom.dilation, geom.out_size, geom.stride))
+    windows = kernel_windows(geom.kernel, geom.stride, geom.dilation, geom.out_size)
+    return [(index, window) for index, (_, window) in enumerate(windows)]
 
 
 def _block(geom, groups: int, itemsize: int) -> int:

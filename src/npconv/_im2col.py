@@ -41,6 +41,15 @@ def window_view(xp: np.ndarray, kernel, stride, dilation, out_size) -> np.ndarra
     return as_strided(xp, shape=shape, strides=strides, writeable=False)
 
 
+def kernel_windows(kernel, stride, dilation, out_size) -> list:
+    """``(m, window)`` for every kernel offset ``m`` (row-major): ``window`` is the
+    tuple of spatial slices ``o·s + m·dil`` for ``o < O``, the input positions
+    that offset reads (the strided-slice form of ``window_view``'s axis ``m``)."""
+    return [(offset, tuple(slice(m * dil, m * dil + (o - 1) * s + 1, s)
+                           for m, dil, o, s in zip(offset, dilation, out_size, stride)))
+            for offset in itertools.product(*(range(k) for k in kernel))]
+
+
 def copy_parallel(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     """``dst[...] = src``, split over the first axis between npconv's threads."""
     parallel_for(lambda start, stop: np.copyto(dst[start:stop], src[start:stop]), dst.shape[0],
@@ -73,21 +82,18 @@ def fold_padded(cols: np.ndarray, padded_size, kernel, stride, dilation, out=Non
     any two batch-like axes: (N, C) or, channel-major, (C, N).
     """
     d = len(kernel)
-    out_size = cols.shape[2 + d:]
     if out is None:
         out = np.zeros(cols.shape[:2] + tuple(padded_size), dtype=cols.dtype)
-    offsets = list(itertools.product(*(range(k) for k in kernel)))
-    targets = [(slice(None), slice(None)) + tuple(
-        slice(m * dil, m * dil + (o - 1) * s + 1, s)
-        for m, dil, o, s in zip(offset, dilation, out_size, stride)) for offset in offsets]
+    windows = kernel_windows(kernel, stride, dilation, cols.shape[2 + d:])
     block = max(1, FOLD_BLOCK_BYTES // max(1, out[:1].nbytes))
+    both = (slice(None), slice(None))
 
     def add_rows(start, stop):
         for first in range(start, stop, block):
             rows = slice(first, min(first + block, stop))
             out_rows, cols_rows = out[rows], cols[rows]
-            for offset, target in zip(offsets, targets):
-                out_rows[target] += cols_rows[(slice(None), slice(None)) + offset]
+            for offset, window in windows:
+                out_rows[both + window] += cols_rows[both + offset]
 
     parallel_for(add_rows, out.shape[0], cols.nbytes)
     return out

@@ -161,6 +161,23 @@ def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarra
     return cols.reshape(geom.groups, -1, n * _args.prod(out_size))
 
 
+def _input_cols(x: np.ndarray, geom: _args.Geometry, mode: str):
+    """For each chunk of ``_chunks``: ``(samples, rows, out_size, X̃_g (G, K, n·L))``.
+
+    The input is padded once per tile of samples (not per row run) and only the
+    input rows that the chunk's output rows read are unfolded. Shared by the
+    forward (``Y = W̃X̃``) and the weight gradient (``dW̃ = δX̃ᵀ``).
+    """
+    bytes_per_position = x.shape[1] * _args.prod(geom.kernel) * x.itemsize
+    xp, padded = None, None
+    for samples, rows in _chunks(x.shape[0], geom.out_size, bytes_per_position):
+        if padded != samples:
+            xp, padded = pad(x[samples], geom.pads, mode), samples
+        out_size = (rows.stop - rows.start,) + geom.out_size[1:]
+        x_rows = xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)]
+        yield samples, rows, out_size, _unfold_grouped(x_rows, geom, out_size)
+
+
 def _group_rows(array: np.ndarray, groups: int) -> np.ndarray:
     """``(n, C, *O) -> (G, C/G, n·L)``: channels as rows, samples side by side."""
     n, c = array.shape[:2]
@@ -183,7 +200,7 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
                   algorithm: str = "auto") -> np.ndarray:
     """``Y = W̃ X̃`` without bias: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_out, *O)``."""
     algorithm = select_algorithm(algorithm, geom, weight.shape)
-    batch, c_in = x.shape[:2]
+    batch = x.shape[0]
     c_out = weight.shape[0]
     groups = geom.groups
     if algorithm == "depthwise":
@@ -192,15 +209,8 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
         return winograd_forward(x, weight, geom, mode)
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
-    bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
-    xp, padded_batch = None, None
-    for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
-        if padded_batch != batch_slice:  # pad once per batch chunk, not per row chunk
-            xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
-        out_size = (rows.stop - rows.start,) + geom.out_size[1:]
-        x_rows = xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)]
-        x_cols = _unfold_grouped(x_rows, geom, out_size)             # X̃_g (G, K, n·L)
-        n = x_rows.shape[0]
+    for batch_slice, rows, out_size, x_cols in _input_cols(x, geom, mode):  # X̃_g (G, K, n·L)
+        n = batch_slice.stop - batch_slice.start
         if n == 1 and out_size == geom.out_size:  # the product lands in y in place
             np.matmul(w_mat, x_cols, out=y[batch_slice].reshape(groups, c_out // groups, -1))
         else:
@@ -228,14 +238,7 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     groups = geom.groups
     dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
     tile_dw = np.empty_like(dw_mat)
-    bytes_per_position = c_in * _args.prod(geom.kernel) * x.itemsize
-    xp, padded_batch = None, None
-    for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
-        if padded_batch != batch_slice:
-            xp, padded_batch = pad(x[batch_slice], geom.pads, mode), batch_slice
-        out_size = (rows.stop - rows.start,) + geom.out_size[1:]
-        x_cols = _unfold_grouped(xp[:, :, _input_rows(rows, geom.stride, geom.dilation, geom.kernel)],
-                                 geom, out_size)                     # X̃_g (G, K, n·L)
+    for batch_slice, rows, _, x_cols in _input_cols(x, geom, mode):   # X̃_g (G, K, n·L)
         dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
         dw_mat += np.matmul(dy_rows, x_cols.swapaxes(1, 2), out=tile_dw)   # δ_g X̃_gᵀ
     return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
@@ -269,7 +272,7 @@ def _phases_pay(geom: _args.Geometry, weight_shape, itemsize: int) -> bool:
         return False
     if _args.prod(geom.stride) * weight_shape[1] < 64:
         return False
-    positions = tuple(-(-p // s) for p, s in zip(geom.padded_size, geom.stride))
+    positions = _phase_positions(geom)
     tile_bytes = (itemsize * weight_shape[0] * _args.prod(taps) * _args.prod(positions)
                   * tile_samples(positions))
     return tile_bytes <= get_workspace_limit()
@@ -317,6 +320,11 @@ def _phase_taps(geom: _args.Geometry):
     return tuple(-(-k // s) for k, s in zip(geom.kernel, geom.stride))
 
 
+def _phase_positions(geom: _args.Geometry) -> tuple:
+    """Positions per phase ``T = ceil(P/s)``: padded-input index ``r + s·t``, ``t < T``."""
+    return tuple(-(-p // s) for p, s in zip(geom.padded_size, geom.stride))
+
+
 def _conv_input_grad_phases(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry,
                             mode: str) -> np.ndarray:
     """Input gradient of a strided convolution (dilation 1) split by output phase, without col2im.
@@ -340,7 +348,7 @@ def _conv_input_grad_phases(dy: np.ndarray, weight: np.ndarray, geom: _args.Geom
     batch, c_out = dy.shape[:2]
     c_ig = weight.shape[1]
     c_og, c_in = c_out // groups, c_ig * groups
-    positions = tuple(-(-p // s) for p, s in zip(geom.padded_size, stride))   # T = ceil(P/s)
+    positions = _phase_positions(geom)                                           # T = ceil(P/s)
     # W zero-padded to A·s taps, split m = a·s + r, sub-kernels flipped in a (a correlation):
     w_pad = np.zeros((c_out, c_ig) + tuple(a * s for a, s in zip(taps, stride)), dtype=weight.dtype)
     w_pad[(slice(None), slice(None)) + tuple(slice(0, k) for k in kernel)] = weight
