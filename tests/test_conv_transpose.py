@@ -139,6 +139,7 @@ def test_forward_matches_torch_and_reference(torch, rng, assert_close, cfg):
     assert_close(y, ref.conv_transpose(x, w, b, **cfg.kwargs()))
     # "auto" may pick the pointwise / depthwise kernels; the general im2col path must agree
     assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="im2col"), expected)
+    assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="shifted"), expected)
     fn = getattr(npconv, f"conv_transpose{cfg.d}d")
     np.testing.assert_array_equal(fn(x, w, b, **cfg.kwargs()), y)
     # the size helper agrees with the actual output
@@ -168,6 +169,10 @@ def test_grads_match_torch_autograd_and_reference(torch, rng, assert_close, cfg)
                                         algorithm="im2col")
     assert_close(im2col.dx, dx_t)
     assert_close(im2col.dweight, dw_t)
+    shifted = npconv.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias,
+                                         algorithm="shifted")
+    assert_close(shifted.dx, dx_t)
+    assert_close(shifted.dweight, dw_t)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[::6], ids=tconfig_id)
@@ -263,7 +268,7 @@ def test_1x1_kernel_with_output_padding_beyond_stride(torch, rng, assert_close, 
     yt = fn(xt, wt, **kwargs)
     dy = rng.standard_normal(tuple(yt.shape))
     (yt * torch.from_numpy(dy)).sum().backward()
-    for algorithm in ("auto", "im2col"):
+    for algorithm in ("auto", "im2col", "shifted"):
         assert_close(npconv.conv_transpose(x, w, **kwargs, algorithm=algorithm),
                      yt.detach().numpy())
         grads = npconv.conv_transpose_grad(dy, x, w, **kwargs, algorithm=algorithm)

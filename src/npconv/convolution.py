@@ -41,6 +41,8 @@ from . import _args
 from ._config import get_workspace_limit
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
 from ._im2col import copy_parallel, fold_padded, window_view
+from ._shifted import overcompute as shifted_overcompute
+from ._shifted import shifted_forward, shifted_input_grad, shifted_weight_grad
 from ._winograd import applicable as winograd_applicable
 from ._winograd import winograd_forward, winograd_input_grad, winograd_weight_grad
 from ._padding import pad, pad_adjoint
@@ -56,7 +58,7 @@ class ConvGrads(NamedTuple):
 # --------------------------------------------------------------------------
 # algorithm choice
 # --------------------------------------------------------------------------
-ALGORITHMS = ("auto", "im2col", "depthwise", "winograd")
+ALGORITHMS = ("auto", "im2col", "shifted", "depthwise", "winograd")
 
 
 def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
@@ -70,6 +72,28 @@ def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool
     return channels >= 32 and positions >= 196 and positions * channels >= work
 
 
+def _shifted_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
+    """Where the shifted unfold (``_shifted``) measured faster than the strided window copy
+    (N=8, float32, 2 threads, medians of interleaved runs).
+
+    Only for d >= 2 (a 1-d window view's inner runs are already contiguous: conv1d lost 15%)
+    and not for a 1x1 stride-1 unpadded kernel (im2col's X̃ is x itself). The input gradient
+    always gains (its col2im becomes prod(k) contiguous adds: conv3d 16->32@16 8.5 vs 17.8 ms,
+    the 7x7 stem 13.7 vs 18.2 ms, 512@7 7.4 vs 8.3 ms). Forward and weight gradient pay for
+    ``L_q/L - 1`` extra GEMM columns against a cheaper copy, so they take it where that waste
+    times the GEMM rows stays small, ``(L_q/L - 1)·C_og <= 10`` (conv3d 0.27·32, the stem
+    0.03·64: forward 8.0 vs 10.8 and 10.7 vs 13.6 ms; 256@14 0.14·256 and 512@7 0.29·512 lose).
+    """
+    if geom.d < 2:
+        return False
+    if (all(k == 1 for k in geom.kernel) and all(s == 1 for s in geom.stride)
+            and not any(lo or hi for lo, hi in geom.pads)):
+        return False
+    if kernel_pass == "input":
+        return True
+    return (shifted_overcompute(geom) - 1) * (weight_shape[0] // geom.groups) <= 10
+
+
 def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str = "conv",
                      kernel_pass: str = "forward") -> str:
     """The kernel that computes one pass (``"forward"``, ``"input"`` or ``"weight"``
@@ -79,9 +103,12 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
     groups > 1 (elementwise multiply-adds per kernel offset: as a GEMM,
     K = prod(k) is too short for BLAS to be fast); ``"winograd"`` F(2x2,3x3)
     for 2-d 3x3 stride-1 dilation-1 layers where it measured faster
-    (``_winograd_pays``); else ``"im2col"`` (unfold + GEMM; a 1x1 kernel with
-    stride 1 and no padding skips the unfold copy). Asking for a kernel that
-    does not apply raises ValueError.
+    (``_winograd_pays``); ``"shifted"`` (im2col on the flattened padded input,
+    ``npconv._shifted``) where its cheaper unfold outweighs its extra columns
+    (``_shifted_pays``), except for an input gradient that the stride phases
+    compute faster (``_phases_fit``); else ``"im2col"`` (unfold + GEMM; a 1x1
+    kernel with stride 1 and no padding skips the unfold copy). Asking for a
+    kernel that does not apply raises ValueError.
     """
     depthwise = weight_shape[1] == 1 and geom.groups > 1
     winograd = winograd_applicable(geom, weight_shape)
@@ -90,6 +117,10 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
             return "depthwise"
         if winograd and _winograd_pays(geom, weight_shape, kernel_pass):
             return "winograd"
+        if kernel_pass == "input" and _phases_fit(geom, weight_shape):
+            return "im2col"
+        if _shifted_pays(geom, weight_shape, kernel_pass):
+            return "shifted"
         return "im2col"
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{fn}: 'algorithm' must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -207,6 +238,8 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
         return depthwise_forward(x, weight, geom, mode)
     if algorithm == "winograd":
         return winograd_forward(x, weight, geom, mode)
+    if algorithm == "shifted":
+        return shifted_forward(x, weight, geom, mode)
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     for batch_slice, rows, out_size, x_cols in _input_cols(x, geom, mode):  # X̃_g (G, K, n·L)
@@ -234,14 +267,18 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
         return depthwise_weight_grad(x, dy, geom, mode)
     if algorithm == "winograd":
         return winograd_weight_grad(x, dy, geom, mode)
+    if algorithm == "shifted":
+        return shifted_weight_grad(x, dy, geom, mode)
     batch, c_in = x.shape[:2]
     groups = geom.groups
-    dw_mat = np.zeros((groups, c_out // groups, (c_in // groups) * _args.prod(geom.kernel)), dtype=x.dtype)
-    tile_dw = np.empty_like(dw_mat)
+    # dW̃_gᵀ = X̃_g δ_gᵀ (G, K, C_og): the same products, in the orientation OpenBLAS runs
+    # fastest (conv3d 16->32: 326 against 164 GFLOP/s for δ X̃ᵀ; 64@56: 369 against 267)
+    dw_mat_t = np.zeros((groups, (c_in // groups) * _args.prod(geom.kernel), c_out // groups), dtype=x.dtype)
+    tile_dw = np.empty_like(dw_mat_t)
     for batch_slice, rows, _, x_cols in _input_cols(x, geom, mode):   # X̃_g (G, K, n·L)
         dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
-        dw_mat += np.matmul(dy_rows, x_cols.swapaxes(1, 2), out=tile_dw)   # δ_g X̃_gᵀ
-    return dw_mat.reshape((c_out, c_in // groups) + geom.kernel)
+        dw_mat_t += np.matmul(x_cols, dy_rows.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
+    return dw_mat_t.transpose(0, 2, 1).reshape((c_out, c_in // groups) + geom.kernel)
 
 
 def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
@@ -257,9 +294,19 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
         return depthwise_input_grad(dy, weight, geom, mode)
     if algorithm == "winograd":
         return winograd_input_grad(dy, weight, geom, mode)
+    if algorithm == "shifted":
+        return shifted_input_grad(dy, weight, geom, mode)
     if _phases_pay(geom, weight.shape, dy.itemsize):
         return _conv_input_grad_phases(dy, weight, geom, mode)
     return _conv_input_grad_fold(dy, weight, geom, mode)
+
+
+def _phases_fit(geom: _args.Geometry, weight_shape) -> bool:
+    """The shapes where the phases pay (``_phases_pay`` without its workspace test)."""
+    taps = _phase_taps(geom)
+    if taps is None or any(k % s for k, s in zip(geom.kernel, geom.stride)):
+        return False
+    return _args.prod(geom.stride) * weight_shape[1] >= 64
 
 
 def _phases_pay(geom: _args.Geometry, weight_shape, itemsize: int) -> bool:
@@ -267,11 +314,9 @@ def _phases_pay(geom: _args.Geometry, weight_shape, itemsize: int) -> bool:
     at least 64 GEMM rows (``prod(s)·C_ig``), and a tile's unfolded δ within the workspace
     limit. Measured (N=8, float32): transposed 4x4 s2 128->64@32 8.3 vs 14.4 ms; it loses
     with padded taps or thin rows (7x7 s2 with 3 input channels: 72 vs 18 ms)."""
+    if not _phases_fit(geom, weight_shape):
+        return False
     taps = _phase_taps(geom)
-    if taps is None or any(k % s for k, s in zip(geom.kernel, geom.stride)):
-        return False
-    if _args.prod(geom.stride) * weight_shape[1] < 64:
-        return False
     positions = _phase_positions(geom)
     tile_bytes = (itemsize * weight_shape[0] * _args.prod(taps) * _args.prod(positions)
                   * tile_samples(positions))
@@ -439,7 +484,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
         (``"same"``: ``O = ceil(S/stride)``; odd total padding puts the extra at the end)
     groups : int dividing C_in and C_out
     padding_mode : ``"zeros" | "reflect" | "replicate" | "circular"``
-    algorithm : ``"auto" | "im2col" | "depthwise" | "winograd"`` (see ``select_algorithm``;
+    algorithm : ``"auto" | "im2col" | "shifted" | "depthwise" | "winograd"`` (see ``select_algorithm``;
         results agree to rounding whichever applies)
 
     Returns
@@ -519,9 +564,9 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         raise ValueError(f"{fn}: 'dx_method' must be one of {DX_METHODS}, got {dx_method!r}")
     geom = call.geom
     select_algorithm(algorithm, geom, call.weight.shape, fn)  # validate before any work
-    if dx_method != "auto" and algorithm == "winograd":
+    if dx_method != "auto" and algorithm in ("winograd", "shifted"):
         raise ValueError(f"{fn}: dx_method={dx_method!r} is an im2col formulation; with "
-                         "algorithm='winograd' use dx_method='auto'")
+                         f"algorithm={algorithm!r} use dx_method='auto'")
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + geom.out_size,
                        call.x.dtype, fn)
     if dx_method == "auto":   # the kernel the pass picks; its im2col form is the fold

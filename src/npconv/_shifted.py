@@ -1,0 +1,292 @@
+r"""Im2col on the flattened padded input: every row of X̃ is one contiguous slice.
+
+Flatten the padded input ``Xp`` of one sample and channel row-major over its
+spatial size ``P``: position ``t`` has flat index ``q(t) = Σ_i t_i R_i`` with
+``R_d = 1, R_i = R_{i+1} P_{i+1}``. With stride 1, output position ``o`` reads
+``Xp[o + m·dil]`` for kernel offset ``m``, and ``q(o + m·dil) = q(o) + q(m·dil)``.
+So if the output is indexed by ``q(o)`` too, the row ``(c, m)`` of the seed's
+``X̃`` is a *shifted slice* of the flat input::
+
+    X̃[(c, m), q] = Xp_flat[c, q + q(m·dil)]         for q < L_q = O_1·R_1
+
+``Y = W̃ X̃`` is then evaluated at every ``q < L_q``, not only at the
+``L = prod(O)`` positions with ``o_i < O_i`` in every inner dim: the extra
+("garbage") columns are the padded width of the inner dims, ``L_q / L =
+(R_1/prod(O_2..O_d))`` (1.27 for a 3x3x3 kernel with padding 1 on a 16^3
+volume), and are dropped when ``Y`` is copied out. In exchange the unfold is
+``prod(k)`` contiguous copies of ``L_q`` elements per channel instead of one
+strided window copy whose inner runs are ``O_d`` long (16 elements for that
+volume), and the col2im of the input gradient is ``prod(k)`` contiguous adds.
+
+Stride ``s``: split ``Xp`` into phase images ``Xph[r][t] = Xp[r + s·t]``
+(``T_i = ceil(P_i/s_i)`` positions each). Offset ``m·dil = r + s·u`` reads
+``Xp[o·s + m·dil] = Xph[r][o + u]``: the same shifted slices, of phase ``r``'s
+flat image, with ``R`` taken over ``T``. Offsets of one dim with the same phase
+form an arithmetic progression (``m ≡ m_0 mod s/gcd(s, dil)``, ``u`` growing
+by ``dil/gcd(s, dil)``), so the unfold is one strided copy per phase
+combination, not per offset.
+
+The phase images get one spare row in the first dim: the garbage columns of
+the last output row read up to ``R_1 - 1`` elements past the last real row.
+
+Backward, with ``δ_ext`` the output gradient scattered onto the ``L_q``
+columns and zero on the garbage ones (so they add nothing)::
+
+    dW̃ = δ_ext X̃ᵀ          dX̃ = W̃ᵀ δ_ext, added back slice by slice (col2im)
+
+Tiles, row runs under the workspace limit and the summation order follow the
+im2col kernel (``npconv.convolution``): ``B = ceil(TILE_COLUMNS / L_q)``
+samples per GEMM.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import _args
+from ._config import get_workspace_limit, parallel_for
+from ._padding import pad, pad_adjoint
+
+TILE_COLUMNS = 2048
+
+
+class _Taps(NamedTuple):
+    """Kernel offsets ``m = m0 + j·m_step`` (``j < count``) of one dim, all reading phase
+    ``phases[phase]`` at shifts ``u = u0 + j·u_step``."""
+    m0: int
+    count: int
+    m_step: int
+    phase: int
+    u0: int
+    u_step: int
+
+
+class Layout(NamedTuple):
+    """Shapes of the flat phase images of one geometry (see the module docstring)."""
+    phases: tuple     # per dim: the residues r that some offset reads
+    taps: tuple       # per dim: the _Taps groups, one per phase
+    size: tuple       # T: positions per phase image (first dim with its spare row)
+    row: tuple        # R: flat stride of each dim
+    out_size: tuple   # O
+
+    @property
+    def flat_size(self) -> int:
+        return self.size[0] * self.row[0]
+
+    def columns(self, rows: int) -> int:
+        """``L_q`` for ``rows`` output rows of the first dim."""
+        return rows * self.row[0]
+
+
+def _dim_taps(kernel: int, stride: int, dilation: int) -> list:
+    step = stride // math.gcd(stride, dilation)
+    taps = []
+    for m0 in range(min(step, kernel)):
+        u0, r = divmod(m0 * dilation, stride)
+        taps.append((r, m0, len(range(m0, kernel, step)), step, u0, dilation // math.gcd(stride, dilation)))
+    return taps
+
+
+def layout(geom: _args.Geometry) -> Layout:
+    """The phase-image layout of ``geom``."""
+    phases, taps = [], []
+    for k, s, dil in zip(geom.kernel, geom.stride, geom.dilation):
+        dim = _dim_taps(k, s, dil)
+        residues = sorted({r for r, *_ in dim})
+        phases.append(tuple(residues))
+        taps.append(tuple(_Taps(m0, count, m_step, residues.index(r), u0, u_step)
+                          for r, m0, count, m_step, u0, u_step in dim))
+    size = [-(-p // s) for p, s in zip(geom.padded_size, geom.stride)]
+    size[0] += 1                                                          # the spare row
+    row = [1] * geom.d
+    for i in range(geom.d - 2, -1, -1):
+        row[i] = row[i + 1] * size[i + 1]
+    return Layout(tuple(phases), tuple(taps), tuple(size), tuple(row), tuple(geom.out_size))
+
+
+def overcompute(geom: _args.Geometry) -> float:
+    """``L_q / L``: columns computed per output position."""
+    lay = layout(geom)
+    return lay.columns(geom.out_size[0]) / max(1, _args.prod(geom.out_size))
+
+
+def _chunks(batch: int, lay: Layout, bytes_per_column: int):
+    """(samples, output rows of the first dim) pieces, as ``convolution._chunks``."""
+    tile = max(1, -(-TILE_COLUMNS // lay.columns(lay.out_size[0])))
+    limit = get_workspace_limit()
+    for start in range(0, batch, tile):
+        samples = slice(start, min(start + tile, batch))
+        row_bytes = bytes_per_column * lay.row[0] * (samples.stop - samples.start)
+        rows = max(1, min(lay.out_size[0], limit // max(row_bytes, 1)))
+        for first in range(0, lay.out_size[0], rows):
+            yield samples, slice(first, min(first + rows, lay.out_size[0]))
+
+
+def _phase_images(x: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
+    """``x (n, C, *S) -> (n, C, phases, flat_size)``: the padded input split by phase and flattened."""
+    n, c = x.shape[:2]
+    count = _args.prod(len(p) for p in lay.phases)
+    images = np.zeros((n, c, count) + lay.size, dtype=x.dtype)
+    if mode == "zeros" and all(s == 1 for s in geom.stride):  # pad while copying
+        interior = tuple(slice(lo, lo + s) for (lo, _), s in zip(geom.pads, geom.in_size))
+        images[(slice(None), slice(None), 0) + interior] = x
+    else:
+        xp = pad(x, geom.pads, mode)
+        for index, residues in enumerate(itertools.product(*lay.phases)):
+            phase = xp[(Ellipsis,) + tuple(slice(r, None, s) for r, s in zip(residues, geom.stride))]
+            images[(slice(None), slice(None), index) + tuple(slice(0, t) for t in phase.shape[2:])] = phase
+    return images.reshape(n, c, count, lay.flat_size)
+
+
+def _phase_index(lay: Layout, taps) -> int:
+    index = 0
+    for phases, tap in zip(lay.phases, taps):
+        index = index * len(phases) + tap.phase
+    return index
+
+
+def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -> np.ndarray:
+    """X̃ of output rows ``rows``: images ``(n, C, phases, flat)`` -> ``(C, *k, n, L_q)``.
+
+    One strided copy per phase combination, every inner run a contiguous slice of ``L_q``.
+    """
+    n, c = images.shape[:2]
+    columns = lay.columns(rows.stop - rows.start)
+    cols = np.empty((c,) + tuple(geom.kernel) + (n, columns), dtype=images.dtype)
+    item = images.itemsize
+    sources = []
+    for taps in itertools.product(*lay.taps):
+        start = rows.start * lay.row[0] + sum(t.u0 * r for t, r in zip(taps, lay.row))
+        first = images[:, :, _phase_index(lay, taps), start:]
+        src = as_strided(first, shape=(c,) + tuple(t.count for t in taps) + (n, columns),
+                         strides=(images.strides[1],) + tuple(t.u_step * r * item for t, r in zip(taps, lay.row))
+                         + (images.strides[0], item), writeable=False)
+        dst_index = tuple(slice(t.m0, None, t.m_step) for t in taps)
+        sources.append((dst_index, src))
+
+    def copy_channels(c0, c1):
+        for dst_index, src in sources:
+            np.copyto(cols[(slice(c0, c1),) + dst_index], src[c0:c1])
+
+    parallel_for(copy_channels, c, cols.nbytes)
+    return cols
+
+
+def fold(cols: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice, images: np.ndarray) -> None:
+    """Adjoint of ``unfold``: ``images[n, c, phase, q + shift_m] += cols[c, m, n, q]``, one
+    contiguous add per kernel offset (offsets overlap, so they cannot share one strided add)."""
+    n, c = images.shape[:2]
+    columns = cols.shape[-1]
+    item = images.itemsize
+    adds = []
+    for taps in itertools.product(*lay.taps):
+        phase = _phase_index(lay, taps)
+        for js in itertools.product(*(range(t.count) for t in taps)):
+            start = rows.start * lay.row[0] + sum((t.u0 + j * t.u_step) * r for t, j, r in zip(taps, js, lay.row))
+            dst = as_strided(images[:, :, phase, start:], shape=(c, n, columns),
+                             strides=(images.strides[1], images.strides[0], item))
+            adds.append((dst, tuple(t.m0 + j * t.m_step for t, j in zip(taps, js))))
+
+    def add_channels(c0, c1):
+        for dst, offset in adds:
+            dst_c = dst[c0:c1]
+            np.add(dst_c, cols[(slice(c0, c1),) + offset], out=dst_c)
+
+    parallel_for(add_channels, c, cols.nbytes)
+
+
+def _valid(ext: np.ndarray, lay: Layout, rows: int) -> np.ndarray:
+    """View of the real outputs: ``(C, n, L_q) -> (C, n, rows, *O_2..O_d)``."""
+    shaped = ext.reshape(ext.shape[:2] + (rows,) + lay.size[1:])
+    return shaped[(Ellipsis,) + tuple(slice(0, o) for o in lay.out_size[1:])]
+
+
+def _extended(dy_rows: np.ndarray, lay: Layout) -> np.ndarray:
+    """δ on the ``L_q`` columns, zero on the garbage ones: ``(n, C, rows, *O') -> (C, n·L_q)``."""
+    n, c, rows = dy_rows.shape[:3]
+    ext = np.zeros((c, n, lay.columns(rows)), dtype=dy_rows.dtype)
+    _valid(ext, lay, rows)[...] = dy_rows.swapaxes(0, 1)
+    return ext.reshape(c, -1)
+
+
+def _bytes_per_column(channels: int, geom: _args.Geometry, itemsize: int) -> int:
+    return channels * _args.prod(geom.kernel) * itemsize
+
+
+def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``Y = W̃ X̃`` (no bias): x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_out, *O)``."""
+    batch, c_in = x.shape[:2]
+    c_out, groups = weight.shape[0], geom.groups
+    lay = layout(geom)
+    w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
+    y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
+    images, tile = None, None
+    for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
+        if tile != samples:
+            images, tile = _phase_images(x[samples], geom, lay, mode), samples
+        n = samples.stop - samples.start
+        cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
+        y_ext = np.matmul(w_mat, cols).reshape(c_out, n, -1)              # Y_g at every q < L_q
+        np.copyto(y[samples, :, rows], _valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1))
+    return y
+
+
+def shifted_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``dW̃ = Σ_tiles δ_ext X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``."""
+    batch, c_in = x.shape[:2]
+    c_out, groups = dy.shape[1], geom.groups
+    lay = layout(geom)
+    # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``)
+    dw_mat_t = np.zeros((groups, (c_in // groups) * _args.prod(geom.kernel), c_out // groups), dtype=x.dtype)
+    tile_dw = np.empty_like(dw_mat_t)
+    images, tile = None, None
+    for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
+        if tile != samples:
+            images, tile = _phase_images(x[samples], geom, lay, mode), samples
+        n = samples.stop - samples.start
+        cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
+        dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_out // groups, -1)
+        dw_mat_t += np.matmul(cols, dy_ext.swapaxes(1, 2), out=tile_dw)  # (δ_g X̃_gᵀ)ᵀ
+    return dw_mat_t.transpose(0, 2, 1).reshape((c_out, c_in // groups) + geom.kernel)
+
+
+def _unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
+    """Adjoint of ``_phase_images``: ``(n, C, phases, flat) -> (n, C, *S)``."""
+    n, c = images.shape[:2]
+    images = images.reshape((n, c, -1) + lay.size)
+    if mode == "zeros" and all(s == 1 for s in geom.stride):
+        return images[(slice(None), slice(None), 0)
+                      + tuple(slice(lo, lo + s) for (lo, _), s in zip(geom.pads, geom.in_size))]
+    dxp = np.zeros((n, c) + geom.padded_size, dtype=images.dtype)
+    for index, residues in enumerate(itertools.product(*lay.phases)):
+        phase = dxp[(Ellipsis,) + tuple(slice(r, None, s) for r, s in zip(residues, geom.stride))]
+        phase += images[(slice(None), slice(None), index) + tuple(slice(0, t) for t in phase.shape[2:])]
+    return pad_adjoint(dxp, geom.pads, mode, geom.in_size)
+
+
+def shifted_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``dX = Pᵀ fold(W̃ᵀ δ_ext)``: dy ``(N, C_out, *O)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_in, *S)``."""
+    batch, c_out = dy.shape[:2]
+    groups = geom.groups
+    c_in = weight.shape[1] * groups
+    lay = layout(geom)
+    w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
+    count = _args.prod(len(p) for p in lay.phases)
+    dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
+    images, tile = None, None
+    for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, dy.itemsize)):
+        if tile != samples:
+            if images is not None:
+                dx[tile] = _unphase(images, geom, lay, mode)
+            n = samples.stop - samples.start
+            images, tile = np.zeros((n, c_in, count, lay.flat_size), dtype=dy.dtype), samples
+        dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_out // groups, -1)
+        cols = np.matmul(w_mat_t, dy_ext)                                 # dX̃_g (G, K, n·L_q)
+        fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, images)
+    if images is not None:
+        dx[tile] = _unphase(images, geom, lay, mode)
+    return dx

@@ -1,0 +1,153 @@
+"""The shifted kernel (``npconv._shifted``): im2col on the flattened padded input.
+
+Its conformance against PyTorch runs over the whole grid of ``test_conv`` and
+``test_conv_transpose`` (``algorithm="shifted"``) and the hypothesis configurations.
+Here: the layout arithmetic it rests on, the row runs under a workspace limit, float32
+accuracy, finite differences and the adjoint identity of its unfold/fold pair, and
+what "auto" picks.
+
+Tolerances: float64 results within 1e-12 of the expected array's scale (``assert_close``;
+the same products as im2col summed in another order, ~1e-16 of the scale each).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from npconv import _args
+from npconv import _shifted as sh
+from npconv.convolution import select_algorithm
+
+
+def _geometry(x, w, stride=1, padding=0, dilation=1, groups=1, mode="zeros"):
+    return _args.conv_call(x, w, None, stride, padding, dilation, groups, mode).geom
+
+
+def test_layout_of_a_3x3x3_volume():
+    """16^3 with padding 1: phase images 18^3 plus the spare plane, rows of 18·18,
+    L_q = 16·324 columns for 16^3 = 4096 outputs."""
+    x = np.zeros((1, 2, 16, 16, 16))
+    w = np.zeros((4, 2, 3, 3, 3))
+    geom = _geometry(x, w, padding=1)
+    lay = sh.layout(geom)
+    assert lay.size == (19, 18, 18)
+    assert lay.row == (324, 18, 1)
+    assert lay.columns(16) == 16 * 324
+    assert sh.overcompute(geom) == pytest.approx(16 * 324 / 4096)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, expected", [
+    # (m0, count, m_step, phase residue, u0, u_step) per phase
+    (3, 1, 1, [(0, 3, 1, 0, 0, 1)]),
+    (7, 2, 1, [(0, 4, 2, 0, 0, 1), (1, 3, 2, 1, 0, 1)]),
+    (3, 2, 2, [(0, 3, 1, 0, 0, 1)]),                       # m·2 always even: one phase
+    (3, 2, 3, [(0, 2, 2, 0, 0, 3), (1, 1, 2, 1, 1, 3)]),   # m·3 = 0, 3, 6 -> r 0, 1, 0
+    (4, 3, 2, [(0, 2, 3, 0, 0, 2), (1, 1, 3, 2, 0, 2), (2, 1, 3, 1, 1, 2)]),
+])
+def test_taps_grouped_by_phase(kernel, stride, dilation, expected):
+    """Every offset m appears once, reading phase (m·dil) mod s at shift (m·dil) div s."""
+    groups = sh._dim_taps(kernel, stride, dilation)
+    assert [(m0, count, step, r, u0, u_step) for r, m0, count, step, u0, u_step in groups] == expected
+    seen = []
+    for r, m0, count, step, u0, u_step in groups:
+        for j in range(count):
+            m = m0 + j * step
+            assert divmod(m * dilation, stride) == (u0 + j * u_step, r)
+            seen.append(m)
+    assert sorted(seen) == list(range(kernel))
+
+
+@pytest.mark.parametrize("stride, dilation, pads", [
+    (1, 1, ((1, 1), (1, 1))), (2, 1, ((3, 2), (0, 1))), (3, 2, ((2, 2), (1, 0))), ((2, 1), (1, 3), ((0, 0), (3, 3)))])
+def test_unfold_fold_are_adjoint(rng, stride, dilation, pads):
+    """<unfold(x), c> = <x, fold(c)> on the phase images, and the unfold rows are the
+    window view's rows (with garbage columns where o_i >= O_i)."""
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = np.zeros((2, 3, 3, 3))
+    geom = _geometry(x, w, stride, tuple(pads), dilation)
+    lay = sh.layout(geom)
+    images = sh._phase_images(x, geom, lay, "zeros")
+    rows = slice(0, geom.out_size[0])
+    cols = sh.unfold(images, geom, lay, rows)                         # (C, *k, n, L_q)
+    c = rng.standard_normal(cols.shape)
+    back = np.zeros_like(images)
+    sh.fold(c, geom, lay, rows, back)
+    np.testing.assert_allclose(np.vdot(cols, c), np.vdot(images, back), rtol=1e-12)
+    # the real columns are im2col's X̃
+    ext = cols.reshape(3 * 9, 2, -1)
+    real = sh._valid(ext, lay, geom.out_size[0])                      # (K, n, *O)
+    expected = npconv.unfold(np.pad(x, ((0, 0), (0, 0)) + tuple(pads)), 3, dilation=dilation,
+                             stride=stride)                           # (n, K, L)
+    np.testing.assert_array_equal(real.reshape(27, 2, -1).swapaxes(0, 1), expected)
+
+
+@pytest.mark.parametrize("limit", [2**30, 20_000, 64])
+@pytest.mark.parametrize("d", [2, 3])
+def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, d):
+    """Under a small limit the output rows are processed in runs (down to one row)."""
+    x = rng.standard_normal((3, 4) + (7,) * d)
+    w = rng.standard_normal((6, 2) + (3,) * d)
+    kwargs = dict(stride=2, padding=1, groups=2)
+    f = getattr(torch.nn.functional, f"conv{d}d")
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = f(xt, wt, **kwargs)
+    dy = rng.standard_normal(tuple(yt.shape))
+    (yt * torch.tensor(dy)).sum().backward()
+    with npconv.workspace_limit(limit):
+        y = npconv.conv(x, w, **kwargs, algorithm="shifted")
+        dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs, algorithm="shifted")
+    assert_close(y, yt.detach().numpy())
+    assert_close(dx, xt.grad.numpy())
+    assert_close(dw, wt.grad.numpy())
+
+
+def test_finite_differences(rng, numerical_grad, assert_close):
+    """Central differences of the linear map (no truncation error; rounding ~1e-10)."""
+    x = rng.standard_normal((1, 2, 6, 5, 4))
+    w = rng.standard_normal((3, 2, 3, 2, 3))
+    kwargs = dict(stride=(2, 1, 1), padding=((1, 0), (1, 1), (2, 1)), dilation=(1, 2, 1),
+                  padding_mode="zeros", algorithm="shifted")
+    dy = rng.standard_normal(npconv.conv(x, w, **kwargs).shape)
+    dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
+    assert_close(dx, numerical_grad(lambda v: np.sum(npconv.conv(v, w, **kwargs) * dy), x), rtol=1e-8)
+    assert_close(dw, numerical_grad(lambda v: np.sum(npconv.conv(x, v, **kwargs) * dy), w), rtol=1e-8)
+
+
+def test_float32_within_a_few_ulps():
+    """float32 against float64 truth, relative to max Σ|w||x| per output (the scale a
+    correct float32 sum can be off by): within 8 ulps (2^-23 each)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 16, 10, 10, 10))
+    w = rng.standard_normal((8, 16, 3, 3, 3))
+    truth = npconv.conv(x, w, padding=1, algorithm="im2col")
+    scale = npconv.conv(np.abs(x), np.abs(w), padding=1, algorithm="im2col").max()
+    got = npconv.conv(x.astype(np.float32), w.astype(np.float32), padding=1, algorithm="shifted")
+    assert got.dtype == np.float32
+    assert np.abs(got - truth).max() / scale < 8 * 2.0**-23
+
+
+@pytest.mark.parametrize("shape, kernel, stride, expected", [
+    ((8, 16, 16, 16, 16), (32, 16, 3, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
+    ((8, 3, 224, 224), (64, 3, 7, 7), 2, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
+    ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
+    ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
+    ((8, 256, 56, 56), (64, 256, 1, 1), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
+    # k divisible by s with enough rows: the stride phases compute dx
+    ((8, 64, 64, 64), (128, 64, 4, 4), 2, {"forward": "shifted", "weight": "shifted", "input": "im2col"}),
+])
+def test_what_auto_picks(shape, kernel, stride, expected):
+    """The rule of ``_shifted_pays`` on the suite's layers (docs/performance.md)."""
+    x = np.zeros((1,) + shape[1:])
+    w = np.zeros(kernel)
+    geom = _args.conv_call(x, w, None, stride, (kernel[-1] - 1) // 2, 1, 1, "zeros").geom
+    got = {p: select_algorithm("auto", geom, w.shape, kernel_pass=p) for p in expected}
+    assert got == expected
+
+
+def test_dx_method_is_an_im2col_option():
+    x = np.zeros((1, 2, 6, 6))
+    with pytest.raises(ValueError, match="dx_method"):
+        npconv.conv_grad(np.zeros((1, 2, 6, 6)), x, np.zeros((2, 2, 3, 3)), padding=1,
+                         algorithm="shifted", dx_method="fold")
