@@ -67,7 +67,7 @@ def test_unfold_fold_are_adjoint(rng, stride, dilation, pads):
     w = np.zeros((2, 3, 3, 3))
     geom = _geometry(x, w, stride, tuple(pads), dilation)
     lay = sh.layout(geom)
-    images = sh._phase_images(x, geom, lay, "zeros")
+    images = sh.phase_images(x, geom, lay, "zeros")
     rows = slice(0, geom.out_size[0])
     cols = sh.unfold(images, geom, lay, rows)                         # (C, *k, n, L_q)
     c = rng.standard_normal(cols.shape)
@@ -76,7 +76,7 @@ def test_unfold_fold_are_adjoint(rng, stride, dilation, pads):
     np.testing.assert_allclose(np.vdot(cols, c), np.vdot(images, back), rtol=1e-12)
     # the real columns are im2col's X̃
     ext = cols.reshape(3 * 9, 2, -1)
-    real = sh._valid(ext, lay, geom.out_size[0])                      # (K, n, *O)
+    real = sh.valid(ext, lay, geom.out_size[0])                      # (K, n, *O)
     expected = npconv.unfold(np.pad(x, ((0, 0), (0, 0)) + tuple(pads)), 3, dilation=dilation,
                              stride=stride)                           # (n, K, L)
     np.testing.assert_array_equal(real.reshape(27, 2, -1).swapaxes(0, 1), expected)

@@ -9,10 +9,15 @@ elementwise multiply-add over whole arrays (channel multiplier M = C_out/G)::
     dXp[n, g, o·s + m·dil] += Σ_j W[g, j, m] · δ[n, g, j, o]             (input gradient)
     dW[g, j, m]     = Σ_{n, o} δ[n, g, j, o] · Xp[n, g, o·s + m·dil]     (weight gradient)
 
-These passes are memory-bound, so the batch is processed in blocks of samples
-small enough to stay in cache while all ``prod(k)`` offsets go over them, and
-the blocks are shared out between npconv's threads (NumPy releases the GIL).
-The loop is over cache blocks and kernel offsets, never over pixels.
+These passes are memory-bound and run on the flattened padded input of the
+shifted kernel (``npconv._shifted``): for offset ``m`` the window ``Xp[o·s + m·dil]``
+is one contiguous slice of a (phase) image's flat array, so every multiply-add is
+one long contiguous loop per (sample, channel), not ``O_1·…·O_{d-1}`` loops of
+``O_d`` elements (dw 3x3 32@112, N=16, float32 forward: 7.6 against 9-10 ms on
+strided windows). Output columns in the padding of the inner dims are computed
+and dropped (2% at 112x112), and δ is zero there. The batch is processed in
+blocks of samples shared out between npconv's threads (NumPy releases the GIL).
+The loop is over sample blocks and kernel offsets, never over pixels.
 """
 from __future__ import annotations
 
@@ -20,49 +25,45 @@ import numpy as np
 
 from . import _args
 from ._config import parallel_for
-from ._im2col import kernel_windows
-from ._padding import pad, pad_adjoint
+from ._shifted import extend, layout, phase_images, tap_starts, unphase, valid
 
 BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cache
 
 
-def _offsets(geom):
-    """(flat index, window slices) for each kernel offset ``m``: reads ``o·s + m·dil``."""
-    windows = kernel_windows(geom.kernel, geom.stride, geom.dilation, geom.out_size)
-    return [(index, window) for index, (_, window) in enumerate(windows)]
-
-
-def _block(geom, groups: int, itemsize: int) -> int:
-    """Samples per cache block."""
-    return max(1, BLOCK_BYTES // max(1, groups * _args.prod(geom.padded_size) * itemsize))
+def _block(lay, channels: int, itemsize: int) -> int:
+    """Samples per block (at least one)."""
+    return max(1, BLOCK_BYTES // max(1, channels * lay.flat_size * itemsize))
 
 
 def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str) -> np.ndarray:
     """x ``(N, G, *S)``, weight ``(G·M, 1, *k)`` -> y ``(N, G·M, *O)`` (no bias)."""
     batch, groups = x.shape[:2]
     mult = weight.shape[0] // groups
-    d = geom.d
-    w = weight.reshape(groups, mult, -1)                                 # (G, M, K)
-    w_bcast = w.reshape((groups, mult, -1) + (1,) * d)                    # broadcast over O
-    y = np.empty((batch, groups, mult) + geom.out_size, dtype=x.dtype)
-    block = _block(geom, groups, x.itemsize)
+    lay = layout(geom)
+    columns = lay.columns(geom.out_size[0])
+    w = weight.reshape(groups, mult, -1)[..., None]                       # (G, M, K, 1)
+    taps = tap_starts(lay, geom.kernel)
+    y = np.empty((batch, groups * mult) + geom.out_size, dtype=x.dtype)
+    block = _block(lay, groups, x.itemsize)
 
     def body(start, stop):
         for first in range(start, stop, block):
             samples = slice(first, min(first + block, stop))
-            xp = pad(x[samples], geom.pads, mode)[:, :, None]            # (n, G, 1, *P)
-            acc = y[samples]                                              # (n, G, M, *O)
+            images = phase_images(x[samples], geom, lay, mode)[:, :, None]  # (n, G, 1, phases, flat)
+            acc = np.empty((images.shape[0], groups, mult, columns), dtype=x.dtype)
             term = np.empty_like(acc)
-            for index, window in _offsets(geom):
-                x_m = xp[(slice(None),) * 3 + window]                     # (n, G, 1, *O)
+            for index, (m, phase, begin) in enumerate(taps):
+                x_m = images[:, :, :, phase, begin:begin + columns]      # (n, G, 1, L_q)
                 if index == 0:
-                    np.multiply(x_m, w_bcast[:, :, index], out=acc)
+                    np.multiply(x_m, w[:, :, m], out=acc)
                 else:
-                    np.multiply(x_m, w_bcast[:, :, index], out=term)
+                    np.multiply(x_m, w[:, :, m], out=term)
                     acc += term
+            np.copyto(y[samples], valid(acc.reshape(acc.shape[0], groups * mult, columns), lay,
+                                        geom.out_size[0]))
 
     parallel_for(body, batch, x.nbytes)
-    return y.reshape((batch, groups * mult) + geom.out_size)
+    return y
 
 
 def depthwise_input_grad(dy: np.ndarray, weight: np.ndarray, geom, mode: str) -> np.ndarray:
@@ -70,25 +71,30 @@ def depthwise_input_grad(dy: np.ndarray, weight: np.ndarray, geom, mode: str) ->
     batch = dy.shape[0]
     groups = geom.groups
     mult = weight.shape[0] // groups
-    d = geom.d
-    w_bcast = weight.reshape((groups, mult, -1) + (1,) * d)
-    dy = dy.reshape((batch, groups, mult) + geom.out_size)
+    lay = layout(geom)
+    columns = lay.columns(geom.out_size[0])
+    phases = _args.prod(len(p) for p in lay.phases)
+    w = weight.reshape(groups, mult, -1)[..., None]                       # (G, M, K, 1)
+    taps = tap_starts(lay, geom.kernel)
     dx = np.empty((batch, groups) + geom.in_size, dtype=dy.dtype)
-    block = _block(geom, groups, dy.itemsize)
+    block = _block(lay, groups, dy.itemsize)
 
     def body(start, stop):
         for first in range(start, stop, block):
             samples = slice(first, min(first + block, stop))
-            dy_b = dy[samples]                                            # (n, G, M, *O)
-            dxp = np.zeros((dy_b.shape[0], groups) + geom.padded_size, dtype=dy.dtype)
-            term = np.empty((dy_b.shape[0], groups) + geom.out_size, dtype=dy.dtype)
-            for index, window in _offsets(geom):
+            n = samples.stop - samples.start
+            dy_ext = extend(dy[samples], lay).reshape(n, groups, mult, columns)
+            images = np.zeros((n, groups, phases, lay.flat_size), dtype=dy.dtype)
+            term = np.empty((n, groups, columns), dtype=dy.dtype)
+            for m, phase, begin in taps:
+                # dXp[o·s + m·dil] += Σ_j W[g, j, m] δ[g, j, o]
                 if mult == 1:
-                    np.multiply(dy_b[:, :, 0], w_bcast[:, 0, index], out=term)
+                    np.multiply(dy_ext[:, :, 0], w[:, 0, m], out=term)
                 else:
-                    np.sum(dy_b * w_bcast[:, :, index], axis=2, out=term)
-                dxp[(slice(None), slice(None)) + window] += term
-            dx[samples] = pad_adjoint(dxp, geom.pads, mode, geom.in_size)
+                    np.sum(dy_ext * w[:, :, m], axis=2, out=term)
+                target = images[:, :, phase, begin:begin + columns]
+                target += term
+            dx[samples] = unphase(images, geom, lay, mode)
 
     parallel_for(body, batch, dy.nbytes)
     return dx
@@ -99,24 +105,27 @@ def depthwise_weight_grad(x: np.ndarray, dy: np.ndarray, geom, mode: str) -> np.
     batch, groups = x.shape[:2]
     mult = dy.shape[1] // groups
     kernel_len = _args.prod(geom.kernel)
-    dy = dy.reshape((batch, groups, mult) + geom.out_size)               # (N, G, M, *O)
-    block = _block(geom, groups, x.itemsize)
-    # One partial sum per cache block of samples (blocks are fixed by the shapes), added in
+    lay = layout(geom)
+    columns = lay.columns(geom.out_size[0])
+    taps = tap_starts(lay, geom.kernel)
+    block = _block(lay, groups, x.itemsize)
+    # One partial sum per block of samples (blocks are fixed by the shapes), added in
     # block order: the same bits whatever the number of threads.
     starts = range(0, batch, block)
     partial_sums = {}
-    spatial = "xyz"[:geom.d]
-    contraction = f"ngj{spatial},ng{spatial}->gj"
 
     def body(first_block, stop_block):
         for first in starts[first_block:stop_block]:
             samples = slice(first, min(first + block, batch))
-            xp = pad(x[samples], geom.pads, mode)
-            dy_b = dy[samples]
+            n = samples.stop - samples.start
+            images = phase_images(x[samples], geom, lay, mode)              # (n, G, phases, flat)
+            dy_ext = extend(dy[samples], lay).reshape(n, groups, mult, columns)   # 0 on garbage columns
             dw = np.zeros((groups, mult, kernel_len), dtype=x.dtype)
-            for index, window in _offsets(geom):
-                # Σ_{n,o} δ[n,g,j,o]·Xp[n,g,o·s+m·dil]: one pass over the strided window, no copy
-                dw[:, :, index] = np.einsum(contraction, dy_b, xp[(slice(None), slice(None)) + window])
+            for m, phase, begin in taps:
+                # Σ_{n,o} δ[n,g,j,o]·Xp[n,g,o·s+m·dil]: one contiguous dot per (sample, channel)
+                # (a stacked matmul: 34 against 53 µs for einsum on a 112x112 image)
+                x_m = images[:, :, phase, begin:begin + columns, None]           # (n, G, L_q, 1)
+                dw[:, :, m] = np.matmul(dy_ext, x_m)[..., 0].sum(axis=0)
             partial_sums[first] = dw
 
     parallel_for(body, len(starts), x.nbytes)

@@ -126,7 +126,7 @@ def _chunks(batch: int, lay: Layout, bytes_per_column: int):
             yield samples, slice(first, min(first + rows, lay.out_size[0]))
 
 
-def _phase_images(x: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
+def phase_images(x: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
     """``x (n, C, *S) -> (n, C, phases, flat_size)``: the padded input split by phase and flattened."""
     n, c = x.shape[:2]
     count = _args.prod(len(p) for p in lay.phases)
@@ -147,6 +147,20 @@ def _phase_index(lay: Layout, taps) -> int:
     for phases, tap in zip(lay.phases, taps):
         index = index * len(phases) + tap.phase
     return index
+
+
+def tap_starts(lay: Layout, kernel, first_row: int = 0) -> list:
+    """``(m, phase, start)`` for every kernel offset ``m`` (row-major flat index): output
+    column ``q`` (from output row ``first_row``) reads ``images[..., phase, start + q]``."""
+    starts = []
+    for taps in itertools.product(*lay.taps):
+        phase = _phase_index(lay, taps)
+        for js in itertools.product(*(range(t.count) for t in taps)):
+            offset = tuple(t.m0 + j * t.m_step for t, j in zip(taps, js))
+            start = first_row * lay.row[0] + sum((t.u0 + j * t.u_step) * r
+                                                 for t, j, r in zip(taps, js, lay.row))
+            starts.append((int(np.ravel_multi_index(offset, kernel)), phase, start))
+    return sorted(starts)
 
 
 def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -> np.ndarray:
@@ -181,35 +195,37 @@ def fold(cols: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice, image
     contiguous add per kernel offset (offsets overlap, so they cannot share one strided add)."""
     n, c = images.shape[:2]
     columns = cols.shape[-1]
-    item = images.itemsize
-    adds = []
-    for taps in itertools.product(*lay.taps):
-        phase = _phase_index(lay, taps)
-        for js in itertools.product(*(range(t.count) for t in taps)):
-            start = rows.start * lay.row[0] + sum((t.u0 + j * t.u_step) * r for t, j, r in zip(taps, js, lay.row))
-            dst = as_strided(images[:, :, phase, start:], shape=(c, n, columns),
-                             strides=(images.strides[1], images.strides[0], item))
-            adds.append((dst, tuple(t.m0 + j * t.m_step for t, j in zip(taps, js))))
+    cols = cols.reshape(c, -1, n, columns)                                # (C, prod(k), n, L_q)
+    adds = [(images[:, :, phase, start:start + columns].swapaxes(0, 1), m)  # (C, n, L_q) views
+            for m, phase, start in tap_starts(lay, geom.kernel, rows.start)]
 
     def add_channels(c0, c1):
-        for dst, offset in adds:
+        for dst, m in adds:
             dst_c = dst[c0:c1]
-            np.add(dst_c, cols[(slice(c0, c1),) + offset], out=dst_c)
+            np.add(dst_c, cols[c0:c1, m], out=dst_c)
 
     parallel_for(add_channels, c, cols.nbytes)
 
 
-def _valid(ext: np.ndarray, lay: Layout, rows: int) -> np.ndarray:
-    """View of the real outputs: ``(C, n, L_q) -> (C, n, rows, *O_2..O_d)``."""
+def valid(ext: np.ndarray, lay: Layout, rows: int) -> np.ndarray:
+    """View of the real outputs: ``(A, B, L_q) -> (A, B, rows, *O_2..O_d)`` (A, B: (C, n) or (n, C))."""
     shaped = ext.reshape(ext.shape[:2] + (rows,) + lay.size[1:])
     return shaped[(Ellipsis,) + tuple(slice(0, o) for o in lay.out_size[1:])]
+
+
+def extend(dy_rows: np.ndarray, lay: Layout) -> np.ndarray:
+    """δ on the ``L_q`` columns, zero on the garbage ones: ``(n, C, rows, *O') -> (n, C, L_q)``."""
+    n, c, rows = dy_rows.shape[:3]
+    ext = np.zeros((n, c, lay.columns(rows)), dtype=dy_rows.dtype)
+    valid(ext, lay, rows)[...] = dy_rows
+    return ext
 
 
 def _extended(dy_rows: np.ndarray, lay: Layout) -> np.ndarray:
     """δ on the ``L_q`` columns, zero on the garbage ones: ``(n, C, rows, *O') -> (C, n·L_q)``."""
     n, c, rows = dy_rows.shape[:3]
     ext = np.zeros((c, n, lay.columns(rows)), dtype=dy_rows.dtype)
-    _valid(ext, lay, rows)[...] = dy_rows.swapaxes(0, 1)
+    valid(ext, lay, rows)[...] = dy_rows.swapaxes(0, 1)
     return ext.reshape(c, -1)
 
 
@@ -227,11 +243,11 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     images, tile = None, None
     for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
         if tile != samples:
-            images, tile = _phase_images(x[samples], geom, lay, mode), samples
+            images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
         cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
         y_ext = np.matmul(w_mat, cols).reshape(c_out, n, -1)              # Y_g at every q < L_q
-        np.copyto(y[samples, :, rows], _valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1))
+        np.copyto(y[samples, :, rows], valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1))
     return y
 
 
@@ -246,7 +262,7 @@ def shifted_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mod
     images, tile = None, None
     for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
         if tile != samples:
-            images, tile = _phase_images(x[samples], geom, lay, mode), samples
+            images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
         cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
         dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_out // groups, -1)
@@ -254,8 +270,8 @@ def shifted_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mod
     return dw_mat_t.transpose(0, 2, 1).reshape((c_out, c_in // groups) + geom.kernel)
 
 
-def _unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
-    """Adjoint of ``_phase_images``: ``(n, C, phases, flat) -> (n, C, *S)``."""
+def unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
+    """Adjoint of ``phase_images``: ``(n, C, phases, flat) -> (n, C, *S)``."""
     n, c = images.shape[:2]
     images = images.reshape((n, c, -1) + lay.size)
     if mode == "zeros" and all(s == 1 for s in geom.stride):
@@ -281,12 +297,12 @@ def shifted_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry,
     for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, dy.itemsize)):
         if tile != samples:
             if images is not None:
-                dx[tile] = _unphase(images, geom, lay, mode)
+                dx[tile] = unphase(images, geom, lay, mode)
             n = samples.stop - samples.start
             images, tile = np.zeros((n, c_in, count, lay.flat_size), dtype=dy.dtype), samples
         dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_out // groups, -1)
         cols = np.matmul(w_mat_t, dy_ext)                                 # dX̃_g (G, K, n·L_q)
         fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, images)
     if images is not None:
-        dx[tile] = _unphase(images, geom, lay, mode)
+        dx[tile] = unphase(images, geom, lay, mode)
     return dx
