@@ -103,6 +103,38 @@ def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, d):
     assert_close(dw, wt.grad.numpy())
 
 
+@pytest.mark.parametrize("d, size", [(2, 26), (3, 9)])
+@pytest.mark.parametrize("groups, c_in, c_out, kernel, dilation, padding, mode", [
+    (1, 3, 4, 3, 1, 1, "zeros"), (2, 4, 6, 3, 2, 2, "reflect"), (1, 2, 3, 2, 1, 0, "zeros"),
+    (2, 4, 4, (3, 1, 2), 1, 1, "circular"), (1, 3, 2, (1, 3, 3), 1, 1, "replicate")])
+@pytest.mark.parametrize("limit", [2**30, 5000])
+def test_split_by_first_kernel_dim(torch, rng, assert_close, d, size, groups, c_in, c_out,
+                                   kernel, dilation, padding, mode, limit):
+    """Images of >= TILE_COLUMNS columns, stride 1: forward and dW run as one GEMM per
+    first-dim offset on column windows of X̃_0 (``_row_split``), also in row runs."""
+    kernel = (kernel,) * d if isinstance(kernel, int) else kernel[:d]
+    x = rng.standard_normal((3, c_in) + (size,) * d)
+    w = rng.standard_normal((c_out, c_in // groups) + kernel)
+    geom = _geometry(x, w, 1, padding, dilation, groups, mode)
+    assert (sh._row_split(geom, sh.layout(geom)) is not None) == (kernel[0] > 1)
+    f = getattr(torch.nn.functional, f"conv{d}d")
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    pad_mode = "constant" if mode == "zeros" else mode
+    yt = f(torch.nn.functional.pad(xt, (padding,) * (2 * d), mode=pad_mode), wt,
+           dilation=dilation, groups=groups)
+    dy = rng.standard_normal(tuple(yt.shape))
+    (yt * torch.tensor(dy)).sum().backward()
+    kwargs = dict(padding=padding, dilation=dilation, groups=groups, padding_mode=mode,
+                  algorithm="shifted")
+    with npconv.workspace_limit(limit):
+        y = npconv.conv(x, w, **kwargs)
+        dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
+    assert_close(y, yt.detach().numpy())
+    assert_close(dx, xt.grad.numpy())
+    assert_close(dw, wt.grad.numpy())
+
+
 def test_finite_differences(rng, numerical_grad, assert_close):
     """Central differences of the linear map (no truncation error; rounding ~1e-10)."""
     x = rng.standard_normal((1, 2, 6, 5, 4))
@@ -132,6 +164,8 @@ def test_float32_within_a_few_ulps():
     ((8, 16, 16, 16, 16), (32, 16, 3, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 3, 224, 224), (64, 3, 7, 7), 2, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
+    ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "winograd"}),
+    ((8, 128, 28, 28), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
     ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
     ((8, 256, 56, 56), (64, 256, 1, 1), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
     # k divisible by s with enough rows: the stride phases compute dx
