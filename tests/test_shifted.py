@@ -108,31 +108,41 @@ def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, d):
     (1, 3, 4, 3, 1, 1, "zeros"), (2, 4, 6, 3, 2, 2, "reflect"), (1, 2, 3, 2, 1, 0, "zeros"),
     (2, 4, 4, (3, 1, 2), 1, 1, "circular"), (1, 3, 2, (1, 3, 3), 1, 1, "replicate")])
 @pytest.mark.parametrize("limit", [2**30, 5000])
+@pytest.mark.parametrize("inner_stride", [1, 2])
 def test_split_by_first_kernel_dim(torch, rng, assert_close, d, size, groups, c_in, c_out,
-                                   kernel, dilation, padding, mode, limit):
-    """Images of >= TILE_COLUMNS columns, stride 1: forward and dW run as one GEMM per
-    first-dim offset on column windows of X̃_0 (``_row_split``), also in row runs."""
+                                   kernel, dilation, padding, mode, limit, inner_stride):
+    """Images of >= TILE_COLUMNS columns, first-dim stride 1: forward and dW run as one GEMM
+    per first-dim offset on column windows of X̃_0 (``_row_split``), also in row runs."""
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel[:d]
-    x = rng.standard_normal((3, c_in) + (size,) * d)
+    stride = (1,) + (inner_stride,) * (d - 1)
+    size = (size,) + (size * inner_stride,) * (d - 1)     # (>= 512 columns either way)
+    x = rng.standard_normal((3, c_in) + size)
     w = rng.standard_normal((c_out, c_in // groups) + kernel)
-    geom = _geometry(x, w, 1, padding, dilation, groups, mode)
+    geom = _geometry(x, w, stride, padding, dilation, groups, mode)
     assert (sh._row_split(geom, sh.layout(geom)) is not None) == (kernel[0] > 1)
     f = getattr(torch.nn.functional, f"conv{d}d")
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(w, requires_grad=True)
     pad_mode = "constant" if mode == "zeros" else mode
     yt = f(torch.nn.functional.pad(xt, (padding,) * (2 * d), mode=pad_mode), wt,
-           dilation=dilation, groups=groups)
+           stride=stride, dilation=dilation, groups=groups)
     dy = rng.standard_normal(tuple(yt.shape))
     (yt * torch.tensor(dy)).sum().backward()
-    kwargs = dict(padding=padding, dilation=dilation, groups=groups, padding_mode=mode,
-                  algorithm="shifted")
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  padding_mode=mode, algorithm="shifted")
     with npconv.workspace_limit(limit):
         y = npconv.conv(x, w, **kwargs)
         dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
     assert_close(y, yt.detach().numpy())
     assert_close(dx, xt.grad.numpy())
     assert_close(dw, wt.grad.numpy())
+
+
+def test_no_split_with_a_first_dim_stride():
+    x = np.zeros((1, 3, 64, 64))
+    geom = _geometry(x, np.zeros((4, 3, 3, 3)), 2, 1)
+    assert sh.layout(geom).columns(geom.out_size[0]) >= sh.TILE_COLUMNS
+    assert sh._row_split(geom, sh.layout(geom)) is None
 
 
 def test_finite_differences(rng, numerical_grad, assert_close):

@@ -240,29 +240,41 @@ def _bytes_per_column(channels: int, geom: _args.Geometry, itemsize: int) -> int
 # --------------------------------------------------------------------------
 # split by first-dim kernel offset
 # --------------------------------------------------------------------------
-# With stride 1, the rows of X̃ for first-dim offset a are those for offset 0 shifted
-# by a·dil_1·R_1 columns. So X̃ need only hold the rows of offset 0 (``X̃_0``, the inner
-# offsets, k_1 times fewer), over L_q + (k_1 - 1)·dil_1·R_1 columns, and each offset
-# reads a column window of it, which BLAS takes as it is (leading dimension = its row
-# length):  Y = Σ_a W̃_a X̃_0[:, a·dil_1·R_1 :][:, :L_q],  dW̃_aᵀ = X̃_0[...] δ_extᵀ.
-# k_1 GEMMs with K/k_1 rows against writing (and reading) k_1 times the unfold:
-# 64@56 forward 6.3 vs 7.5 ms, conv3d 16->32@16 5.6 vs 8.1 ms (N=8, float32).
+# The rows of X̃ for first-dim offset a = m0 + j·m_step of one phase group (``_Taps``)
+# are those of its first offset m0 shifted by j·u_step·R_1 columns. So X̃ need only hold,
+# per phase group of the first dim, the rows of one offset (``X̃_0``: the inner
+# offsets, k_1/groups times fewer rows in all) over L_q + (its last shift)·R_1 columns,
+# and each offset reads a column window of it, which BLAS takes as it is (leading
+# dimension = its row length):
+#     Y = Σ_a W̃_a X̃_0[:, u_a·R_1 :][:, :L_q],    dW̃_aᵀ = X̃_0[...] δ_extᵀ
+# k_1 GEMMs with K/k_1 rows against writing (and reading) a k_1/groups times larger
+# unfold: 64@56 forward 6.1 vs 7.3 ms, conv3d 16->32@16 5.5 vs 8.1 ms (N=8, float32).
 def _row_split(geom: _args.Geometry, lay: Layout):
-    """The geometry of ``X̃_0`` (first kernel dim 1), or None where the split does not apply:
-    a first kernel dim of 1, a stride > 1, or tiles of several samples (small images)."""
-    if geom.kernel[0] == 1 or any(s != 1 for s in geom.stride) or lay.columns(lay.out_size[0]) < TILE_COLUMNS:
+    """The geometry of ``X̃_0`` (first kernel dim 1), or None where the split does not apply
+    or did not pay: a first kernel dim of 1, tiles of several samples (small images), or a
+    first-dim stride > 1 (its phase groups save only k_1/s_1 of the unfold, and the thin
+    GEMMs lost: 3x3 s2 64->128@56 forward 4.9 vs 4.7 ms, the 7x7 s2 stem 13.6 vs 11.6)."""
+    if (geom.kernel[0] == 1 or geom.stride[0] != 1
+            or lay.columns(lay.out_size[0]) < TILE_COLUMNS):
         return None
     return geom._replace(kernel=(1,) + tuple(geom.kernel[1:]))
 
 
-def _split_cols(images, geom, inner_geom, lay, rows: slice, groups: int) -> list:
-    """``X̃_a`` for every first-dim offset ``a``: column windows ``(G, K_g/k_1, L_q)`` of one ``X̃_0``."""
-    step = geom.dilation[0] * lay.row[0]
-    reach = slice(rows.start, rows.stop + (geom.kernel[0] - 1) * geom.dilation[0])
-    x0 = unfold(images, inner_geom, layout(inner_geom), reach)
-    x0 = x0.reshape(groups, -1, x0.shape[-1])                              # (G, K_g/k_1, L_b)
+def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
+    """``(a, X̃_a)`` for every first-dim offset ``a``: column windows ``(G, K_g/k_1, L_q)``
+    of one ``X̃_0`` per phase group of the first dim."""
     columns = lay.columns(rows.stop - rows.start)
-    return [x0[:, :, a * step:a * step + columns] for a in range(geom.kernel[0])]
+    parts = []
+    for group in lay.taps[0]:
+        first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)    # that group's first offset
+        last_shift = (group.count - 1) * group.u_step
+        reach = slice(rows.start, rows.stop + last_shift)
+        x0 = unfold(images, inner_geom, lay._replace(taps=first_dim + lay.taps[1:]), reach)
+        x0 = x0.reshape(groups, -1, x0.shape[-1])                          # (G, K_g/k_1, L_b)
+        for j in range(group.count):
+            start = j * group.u_step * lay.row[0]
+            parts.append((group.m0 + j * group.m_step, x0[:, :, start:start + columns]))
+    return parts
 
 
 def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
@@ -273,7 +285,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     inner_geom = _row_split(geom, lay)
     w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
     w_split = [np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_out // groups, -1)
-               for a in range(geom.kernel[0])] if inner_geom else None   # W̃_a (G, C_og, K/k_1)
+               for a in range(geom.kernel[0])]                           # W̃_a (G, C_og, K/k_1)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
     for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
@@ -281,11 +293,11 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
         if inner_geom:                                                    # one sample per tile
-            parts = _split_cols(images, geom, inner_geom, lay, rows, groups)
-            y_ext = np.matmul(w_split[0], parts[0])
+            (a, x_a), *parts = _split_cols(images, inner_geom, lay, rows, groups)
+            y_ext = np.matmul(w_split[a], x_a)
             term = np.empty_like(y_ext)
-            for w_a, x_a in zip(w_split[1:], parts[1:]):
-                y_ext += np.matmul(w_a, x_a, out=term)
+            for a, x_a in parts:
+                y_ext += np.matmul(w_split[a], x_a, out=term)
         else:
             cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
             y_ext = np.matmul(w_mat, cols)                                # Y_g at every q < L_q
@@ -314,11 +326,11 @@ def shifted_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mod
         n = samples.stop - samples.start
         dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_og, -1)
         if inner_geom:
-            x_parts = _split_cols(images, geom, inner_geom, lay, rows, groups)
+            x_parts = _split_cols(images, inner_geom, lay, rows, groups)
         else:
-            x_parts = [unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))]
-        for dw_a, x_a in zip(dw_mat_t, x_parts):
-            dw_a += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)    # (δ_g X̃_gᵀ)ᵀ
+            x_parts = [(0, unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start)))]
+        for a, x_a in x_parts:
+            dw_mat_t[a] += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
     # (a, G, C_ig, inner, C_og) -> (G, C_og, C_ig, a, inner) = (C_out, C_ig, *k)
     dw = dw_mat_t.reshape(parts, groups, c_ig, -1, c_og).transpose(1, 4, 2, 0, 3)
     return dw.reshape((c_out, c_ig) + geom.kernel)
