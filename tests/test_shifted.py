@@ -109,10 +109,14 @@ def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, d):
     (2, 4, 4, (3, 1, 2), 1, 1, "circular"), (1, 3, 2, (1, 3, 3), 1, 1, "replicate")])
 @pytest.mark.parametrize("limit", [2**30, 5000])
 @pytest.mark.parametrize("inner_stride", [1, 2])
-def test_split_by_first_kernel_dim(torch, rng, assert_close, d, size, groups, c_in, c_out,
-                                   kernel, dilation, padding, mode, limit, inner_stride):
+@pytest.mark.parametrize("split_dx", [False, True])
+def test_split_by_first_kernel_dim(torch, rng, assert_close, monkeypatch, d, size, groups, c_in,
+                                   c_out, kernel, dilation, padding, mode, limit, inner_stride,
+                                   split_dx):
     """Images of >= TILE_COLUMNS columns, first-dim stride 1: forward and dW run as one GEMM
-    per first-dim offset on column windows of X̃_0 (``_row_split``), also in row runs."""
+    per first-dim offset on column windows of X̃_0 (``_row_split``), also in row runs; dx
+    computes dX̃ per first-dim offset above SPLIT_DX_BYTES (here forced on or off)."""
+    monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0 if split_dx else 2**62)
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel[:d]
     stride = (1,) + (inner_stride,) * (d - 1)
     size = (size,) + (size * inner_stride,) * (d - 1)     # (>= 512 columns either way)
