@@ -130,14 +130,32 @@ def _chunks(batch: int, lay: Layout, bytes_per_column: int):
             yield samples, slice(first, min(first + rows, lay.out_size[0]))
 
 
+def _zero_padded_phases(geom: _args.Geometry, lay: Layout) -> list:
+    """For zero padding: ``(phase index, phase-image slices, input slices)`` of every used
+    phase that holds input elements. Phase ``r`` position ``t`` is padded index ``r + s·t``,
+    input index ``r + s·t - lo``; each input element is in exactly one phase."""
+    pieces = []
+    for index, residues in enumerate(itertools.product(*lay.phases)):
+        dst, src = [], []
+        for r, s, (lo, _), size in zip(residues, geom.stride, geom.pads, geom.in_size):
+            t0 = max(0, -(-(lo - r) // s))               # first t whose input index is >= 0
+            first = r + s * t0 - lo
+            count = len(range(first, size, s))
+            dst.append(slice(t0, t0 + count))
+            src.append(slice(first, first + s * (count - 1) + 1 if count else first, s))
+        if all(d.stop > d.start for d in dst):
+            pieces.append((index, tuple(dst), tuple(src)))
+    return pieces
+
+
 def phase_images(x: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
     """``x (n, C, *S) -> (n, C, phases, flat_size)``: the padded input split by phase and flattened."""
     n, c = x.shape[:2]
     count = _args.prod(len(p) for p in lay.phases)
     images = np.zeros((n, c, count) + lay.size, dtype=x.dtype)
-    if mode == "zeros" and all(s == 1 for s in geom.stride):  # pad while copying
-        interior = tuple(slice(lo, lo + s) for (lo, _), s in zip(geom.pads, geom.in_size))
-        images[(slice(None), slice(None), 0) + interior] = x
+    if mode == "zeros":  # pad while copying: one strided copy per phase, straight from x
+        for index, dst, src in _zero_padded_phases(geom, lay):
+            images[(slice(None), slice(None), index) + dst] = x[(slice(None), slice(None)) + src]
     else:
         xp = pad(x, geom.pads, mode)
         for index, residues in enumerate(itertools.product(*lay.phases)):
@@ -340,9 +358,15 @@ def unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) ->
     """Adjoint of ``phase_images``: ``(n, C, phases, flat) -> (n, C, *S)``."""
     n, c = images.shape[:2]
     images = images.reshape((n, c, -1) + lay.size)
-    if mode == "zeros" and all(s == 1 for s in geom.stride):
-        return images[(slice(None), slice(None), 0)
-                      + tuple(slice(lo, lo + s) for (lo, _), s in zip(geom.pads, geom.in_size))]
+    if mode == "zeros":  # each input element is in one phase: copies, no adds, no crop
+        pieces = _zero_padded_phases(geom, lay)
+        if len(pieces) == 1 and all(s == 1 for s in geom.stride):
+            index, dst, _ = pieces[0]
+            return images[(slice(None), slice(None), index) + dst]
+        dx = np.zeros((n, c) + geom.in_size, dtype=images.dtype)   # inputs no offset reads: 0
+        for index, dst, src in pieces:
+            dx[(slice(None), slice(None)) + src] = images[(slice(None), slice(None), index) + dst]
+        return dx
     dxp = np.zeros((n, c) + geom.padded_size, dtype=images.dtype)
     for index, residues in enumerate(itertools.product(*lay.phases)):
         phase = dxp[(Ellipsis,) + tuple(slice(r, None, s) for r, s in zip(residues, geom.stride))]
