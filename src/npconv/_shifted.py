@@ -324,36 +324,6 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     return y
 
 
-def shifted_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
-    """``dW̃ = Σ_tiles δ_ext X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``."""
-    batch, c_in = x.shape[:2]
-    c_out, groups = dy.shape[1], geom.groups
-    lay = layout(geom)
-    inner_geom = _row_split(geom, lay)
-    k_1 = geom.kernel[0]
-    c_og, c_ig = c_out // groups, c_in // groups
-    # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
-    # split by first-dim offset: one block of rows (G, K/k_1, C_og) per offset a
-    parts = k_1 if inner_geom else 1
-    dw_mat_t = np.zeros((parts, groups, c_ig * _args.prod(geom.kernel) // parts, c_og), dtype=x.dtype)
-    tile_dw = np.empty_like(dw_mat_t[0])
-    images, tile = None, None
-    for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
-        if tile != samples:
-            images, tile = phase_images(x[samples], geom, lay, mode), samples
-        n = samples.stop - samples.start
-        dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_og, -1)
-        if inner_geom:
-            x_parts = _split_cols(images, inner_geom, lay, rows, groups)
-        else:
-            x_parts = [(0, unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start)))]
-        for a, x_a in x_parts:
-            dw_mat_t[a] += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
-    # (a, G, C_ig, inner, C_og) -> (G, C_og, C_ig, a, inner) = (C_out, C_ig, *k)
-    dw = dw_mat_t.reshape(parts, groups, c_ig, -1, c_og).transpose(1, 4, 2, 0, 3)
-    return dw.reshape((c_out, c_ig) + geom.kernel)
-
-
 def unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) -> np.ndarray:
     """Adjoint of ``phase_images``: ``(n, C, phases, flat) -> (n, C, *S)``."""
     n, c = images.shape[:2]
@@ -381,42 +351,81 @@ def unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) ->
 SPLIT_DX_BYTES = 4 * 2**20
 
 
-def shifted_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
-    """``dX = Pᵀ fold(W̃ᵀ δ_ext)``: dy ``(N, C_out, *O)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_in, *S)``."""
+def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None, weight=None):
+    """``(dX, dW)`` of a convolution, either or both: dy ``(N, C_out, *O)``; with x
+    ``(N, C_in, *S)`` given, ``dW̃ = Σ_tiles δ_ext X̃ᵀ -> (C_out, C_ig, *k)``; with weight
+    ``(C_out, C_ig, *k)`` given, ``dX = Pᵀ fold(W̃ᵀ δ_ext) -> (N, C_in, *S)``. The other is None.
+
+    Both in one pass over the tiles build ``δ_ext`` once (the 7x7 stem: 1.7 ms of 27).
+    """
     batch, c_out = dy.shape[:2]
     groups = geom.groups
-    c_in = weight.shape[1] * groups
+    c_in = x.shape[1] if x is not None else weight.shape[1] * groups
+    c_og, c_ig = c_out // groups, c_in // groups
     lay = layout(geom)
-    w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
     inner_geom = _row_split(geom, lay)
-
-    def cols_bytes(rows):
-        return _bytes_per_column(c_in, geom, dy.itemsize) * lay.columns(rows.stop - rows.start)
-
-    w_split_t = [np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_out // groups, -1).swapaxes(1, 2)
-                 for a in range(geom.kernel[0])]                           # W̃_aᵀ (G, K/k_1, C_og)
-    count = _args.prod(len(p) for p in lay.phases)
-    dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
-    images, tile = None, None
-    for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, dy.itemsize)):
+    parts = geom.kernel[0] if inner_geom else 1
+    bytes_per_column = _bytes_per_column(c_in, geom, dy.itemsize)
+    if x is not None:
+        # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
+        # split by first-dim offset: one block of rows (G, K/k_1, C_og) per offset a
+        dw_mat_t = np.zeros((parts, groups, c_ig * _args.prod(geom.kernel) // parts, c_og), dtype=dy.dtype)
+        tile_dw = np.empty_like(dw_mat_t[0])
+    if weight is not None:
+        w_mat_t = weight.reshape(groups, c_og, -1).swapaxes(1, 2)         # W̃_gᵀ (G, K, C_og)
+        w_split_t = [np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_og, -1).swapaxes(1, 2)
+                     for a in range(geom.kernel[0])]                       # W̃_aᵀ (G, K/k_1, C_og)
+        dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
+        phases = _args.prod(len(p) for p in lay.phases)
+    images, grad_images, tile = None, None, None
+    for samples, rows in _chunks(batch, lay, bytes_per_column):
+        n = samples.stop - samples.start
         if tile != samples:
-            if images is not None:
-                dx[tile] = unphase(images, geom, lay, mode)
-            n = samples.stop - samples.start
-            images, tile = np.zeros((n, c_in, count, lay.flat_size), dtype=dy.dtype), samples
-        dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_out // groups, -1)
-        if inner_geom and cols_bytes(rows) > SPLIT_DX_BYTES:   # dX̃ one first-dim offset at a time
-            cols = None
-            for group in lay.taps[0]:
-                for j in range(group.count):
-                    a = group.m0 + j * group.m_step
-                    cols = np.matmul(w_split_t[a], dy_ext, out=cols)     # dX̃_a (G, K/k_1, L_q)
-                    first_dim = ((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),)
-                    fold(cols.reshape((c_in,) + inner_geom.kernel + (n, -1)), inner_geom,
-                         lay._replace(taps=first_dim + lay.taps[1:]), rows, images)
-        else:
-            cols = np.matmul(w_mat_t, dy_ext)                             # dX̃_g (G, K, n·L_q)
-            fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, images)
-    if images is not None:
-        dx[tile] = unphase(images, geom, lay, mode)
-    return dx
+            if grad_images is not None:
+                dx[tile] = unphase(grad_images, geom, lay, mode)
+            if x is not None:
+                images = phase_images(x[samples], geom, lay, mode)
+            if weight is not None:
+                grad_images = np.zeros((n, c_in, phases, lay.flat_size), dtype=dy.dtype)
+            tile = samples
+        dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_og, -1)
+        if x is not None:
+            if inner_geom:
+                x_parts = _split_cols(images, inner_geom, lay, rows, groups)
+            else:
+                x_parts = [(0, unfold(images, geom, lay, rows).reshape(groups, -1, dy_ext.shape[-1]))]
+            for a, x_a in x_parts:
+                dw_mat_t[a] += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
+        if weight is not None:
+            if inner_geom and bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES:
+                cols = None   # dX̃ one first-dim offset at a time
+                for group in lay.taps[0]:
+                    for j in range(group.count):
+                        a = group.m0 + j * group.m_step
+                        cols = np.matmul(w_split_t[a], dy_ext, out=cols)  # dX̃_a (G, K/k_1, L_q)
+                        first_dim = ((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),)
+                        fold(cols.reshape((c_in,) + inner_geom.kernel + (n, -1)), inner_geom,
+                             lay._replace(taps=first_dim + lay.taps[1:]), rows, grad_images)
+            else:
+                cols = np.matmul(w_mat_t, dy_ext)                         # dX̃_g (G, K, n·L_q)
+                fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, grad_images)
+    dweight = None
+    if x is not None:
+        # (a, G, C_ig, inner, C_og) -> (G, C_og, C_ig, a, inner) = (C_out, C_ig, *k)
+        dweight = dw_mat_t.reshape(parts, groups, c_ig, -1, c_og).transpose(1, 4, 2, 0, 3)
+        dweight = dweight.reshape((c_out, c_ig) + geom.kernel)
+    if weight is None:
+        return None, dweight
+    if grad_images is not None:
+        dx[tile] = unphase(grad_images, geom, lay, mode)
+    return dx, dweight
+
+
+def shifted_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``dW̃ = Σ_tiles δ_ext X̃ᵀ``: x ``(N, C_in, *S)``, dy ``(N, C_out, *O)`` -> ``(C_out, C_ig, *k)``."""
+    return shifted_backward(dy, geom, mode, x=x)[1]
+
+
+def shifted_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
+    """``dX = Pᵀ fold(W̃ᵀ δ_ext)``: dy ``(N, C_out, *O)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_in, *S)``."""
+    return shifted_backward(dy, geom, mode, weight=weight)[0]

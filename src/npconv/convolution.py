@@ -42,7 +42,7 @@ from ._config import get_workspace_limit
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
 from ._im2col import copy_parallel, fold_padded, window_view
 from ._shifted import overcompute as shifted_overcompute
-from ._shifted import shifted_forward, shifted_input_grad, shifted_weight_grad
+from ._shifted import shifted_backward, shifted_forward, shifted_input_grad, shifted_weight_grad
 from ._winograd import applicable as winograd_applicable
 from ._winograd import winograd_forward, winograd_input_grad, winograd_weight_grad
 from ._padding import pad, pad_adjoint
@@ -575,7 +575,14 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
                          f"algorithm={algorithm!r} use dx_method='auto'")
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + geom.out_size,
                        call.x.dtype, fn)
-    if dx_method == "auto":   # the kernel the pass picks; its im2col form is the fold
+    weight_shape = call.weight.shape
+    dweight = None
+    if dx_method == "auto" and (select_algorithm(algorithm, geom, weight_shape, fn, "input")
+                                == select_algorithm(algorithm, geom, weight_shape, fn, "weight")
+                                == "shifted"):
+        # both passes in one sweep over the tiles (δ on the flat layout built once)
+        dx, dweight = shifted_backward(dy, geom, call.padding_mode, x=call.x, weight=call.weight)
+    elif dx_method == "auto":   # the kernel the pass picks; its im2col form is the fold
         dx = _conv_input_grad(dy, call.weight, geom, call.padding_mode, algorithm)
     elif dx_method == "fold":
         dx_algorithm = select_algorithm(algorithm, geom, call.weight.shape, fn, "input")
@@ -589,7 +596,8 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         dx = _conv_input_grad_phases(dy, call.weight, geom, call.padding_mode)
     else:
         dx = _conv_input_grad_full(dy, call.weight, geom, call.padding_mode, algorithm)
-    dweight = _conv_weight_grad(call.x, dy, geom, call.padding_mode, algorithm)
+    if dweight is None:
+        dweight = _conv_weight_grad(call.x, dy, geom, call.padding_mode, algorithm)
     dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None   # db = Σ_{n,o} δ
     return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
 
