@@ -142,6 +142,31 @@ def test_split_by_first_kernel_dim(torch, rng, assert_close, monkeypatch, d, siz
     assert_close(dw, wt.grad.numpy())
 
 
+@pytest.mark.parametrize("d, size, kernel, stride, dilation, padding, mode", [
+    (2, 52, 3, 2, 1, 1, "zeros"), (2, 70, 5, 3, 1, 2, "reflect"), (2, 52, 7, 2, 1, 3, "zeros"),
+    (3, 17, 3, 2, 2, 2, "zeros"), (3, 17, (3, 1, 2), (2, 1, 3), 1, 1, "circular")])
+def test_input_grad_split_with_strides(torch, rng, assert_close, monkeypatch, d, size, kernel,
+                                       stride, dilation, padding, mode):
+    """The input gradient splits dX̃ by first-dim offset at any stride (phase groups of the
+    first dim, ``_row_split(any_stride=True)``); forced on here with SPLIT_DX_BYTES = 0."""
+    monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0)
+    kernel = (kernel,) * d if isinstance(kernel, int) else kernel
+    x = rng.standard_normal((2, 4) + (size,) * d)
+    w = rng.standard_normal((6, 2) + kernel)
+    geom = _geometry(x, w, stride, padding, dilation, 2, mode)
+    assert sh._row_split(geom, sh.layout(geom), any_stride=True) is not None
+    f = getattr(torch.nn.functional, f"conv{d}d")
+    xt = torch.tensor(x, requires_grad=True)
+    pad_mode = "constant" if mode == "zeros" else mode
+    yt = f(torch.nn.functional.pad(xt, (padding,) * (2 * d), mode=pad_mode), torch.tensor(w),
+           stride=stride, dilation=dilation, groups=2)
+    dy = rng.standard_normal(tuple(yt.shape))
+    (yt * torch.tensor(dy)).sum().backward()
+    dx, _, _ = npconv.conv_grad(dy, x, w, stride=stride, padding=padding, dilation=dilation,
+                                groups=2, padding_mode=mode, algorithm="shifted")
+    assert_close(dx, xt.grad.numpy())
+
+
 def test_no_split_with_a_first_dim_stride():
     x = np.zeros((1, 3, 64, 64))
     geom = _geometry(x, np.zeros((4, 3, 3, 3)), 2, 1)

@@ -267,12 +267,13 @@ def _bytes_per_column(channels: int, geom: _args.Geometry, itemsize: int) -> int
 #     Y = Σ_a W̃_a X̃_0[:, u_a·R_1 :][:, :L_q],    dW̃_aᵀ = X̃_0[...] δ_extᵀ
 # k_1 GEMMs with K/k_1 rows against writing (and reading) a k_1/groups times larger
 # unfold: 64@56 forward 6.1 vs 7.3 ms, conv3d 16->32@16 5.5 vs 8.1 ms (N=8, float32).
-def _row_split(geom: _args.Geometry, lay: Layout):
+def _row_split(geom: _args.Geometry, lay: Layout, any_stride: bool = False):
     """The geometry of ``X̃_0`` (first kernel dim 1), or None where the split does not apply
-    or did not pay: a first kernel dim of 1, tiles of several samples (small images), or a
-    first-dim stride > 1 (its phase groups save only k_1/s_1 of the unfold, and the thin
-    GEMMs lost: 3x3 s2 64->128@56 forward 4.9 vs 4.7 ms, the 7x7 s2 stem 13.6 vs 11.6)."""
-    if (geom.kernel[0] == 1 or geom.stride[0] != 1
+    or did not pay: a first kernel dim of 1, tiles of several samples (small images), or,
+    unless ``any_stride`` (the input gradient), a first-dim stride > 1 (its phase groups save
+    only k_1/s_1 of the unfold, and the thin GEMMs lost: 3x3 s2 64->128@56 forward 4.9 vs
+    4.7 ms, the 7x7 s2 stem 13.6 vs 11.6)."""
+    if (geom.kernel[0] == 1 or (geom.stride[0] != 1 and not any_stride)
             or lay.columns(lay.out_size[0]) < TILE_COLUMNS):
         return None
     return geom._replace(kernel=(1,) + tuple(geom.kernel[1:]))
@@ -345,10 +346,12 @@ def unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) ->
 
 
 # dX̃ = W̃ᵀ δ_ext is written and read back once; above this size the input gradient
-# computes it one first-dim offset at a time (``_row_split``), k_1 times smaller, before
-# each part is folded (conv3d 16->32@16, 9 MiB per sample: 6.6 vs 16 ms; 64@112: 31 vs
-# 65 ms; below it the extra calls lose: 32@56, 3.7 MiB: 3.2 vs 2.9 ms).
-SPLIT_DX_BYTES = 4 * 2**20
+# computes it one first-dim offset at a time (``_row_split``, any stride), k_1 times
+# smaller, before each part is folded (conv3d 16->32@16, 9 MiB per sample: 6.6 vs 16 ms;
+# 64@112, 29 MiB: 31 vs 65 ms; the 7x7 s2 stem, 7.6 MiB: 17.5 vs 20.6 ms); below it the
+# thinner GEMMs and extra calls lose (32@56, 3.7 MiB: 3.2 vs 2.9 ms; AlexNet's 11x11 s4,
+# 4.5 MiB: 12.7 vs 11.4 ms).
+SPLIT_DX_BYTES = 6 * 2**20
 
 
 def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None, weight=None):
@@ -364,6 +367,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     c_og, c_ig = c_out // groups, c_in // groups
     lay = layout(geom)
     inner_geom = _row_split(geom, lay)
+    dx_inner_geom = _row_split(geom, lay, any_stride=True)
     parts = geom.kernel[0] if inner_geom else 1
     bytes_per_column = _bytes_per_column(c_in, geom, dy.itemsize)
     if x is not None:
@@ -397,14 +401,14 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
             for a, x_a in x_parts:
                 dw_mat_t[a] += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
         if weight is not None:
-            if inner_geom and bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES:
+            if dx_inner_geom and bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES:
                 cols = None   # dX̃ one first-dim offset at a time
                 for group in lay.taps[0]:
                     for j in range(group.count):
                         a = group.m0 + j * group.m_step
                         cols = np.matmul(w_split_t[a], dy_ext, out=cols)  # dX̃_a (G, K/k_1, L_q)
                         first_dim = ((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),)
-                        fold(cols.reshape((c_in,) + inner_geom.kernel + (n, -1)), inner_geom,
+                        fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
                              lay._replace(taps=first_dim + lay.taps[1:]), rows, grad_images)
             else:
                 cols = np.matmul(w_mat_t, dy_ext)                         # dX̃_g (G, K, n·L_q)
