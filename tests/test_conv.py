@@ -206,6 +206,8 @@ def test_forward_matches_torch_and_reference(torch, rng, assert_close, cfg):
     assert_close(y, ref.conv(x, w, b, **cfg.kwargs()))
     assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm="im2col"), expected)
     assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm="shifted"), expected)
+    if cfg.groups == 1:
+        assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm="im2row"), expected)
     # the d-specific entry point is the same function with a check on d
     conv_nd = getattr(npconv, f"conv{cfg.d}d")
     np.testing.assert_array_equal(conv_nd(x, w, b, **cfg.kwargs()), y)
@@ -239,6 +241,10 @@ def test_grads_match_torch_autograd(torch, rng, assert_close, cfg):
     shifted = npconv.conv_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias, algorithm="shifted")
     assert_close(shifted.dx, dx_t)
     assert_close(shifted.dweight, dw_t)
+    if cfg.groups == 1:
+        im2row = npconv.conv_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias, algorithm="im2row")
+        assert_close(im2row.dx, dx_t)
+        assert_close(im2row.dweight, dw_t)
     # the phase decomposition, where it applies (a stride > 1, dilation 1)
     strides = (cfg.stride,) * cfg.d if isinstance(cfg.stride, int) else cfg.stride
     dilations = (cfg.dilation,) * cfg.d if isinstance(cfg.dilation, int) else cfg.dilation
@@ -677,7 +683,7 @@ def test_hypothesis_random_configs(torch, assert_close, cfg, seed):
     assert_close(npconv.conv_grad(dy, x, w, **cfg.kwargs(), dx_method="full_conv").dx,
                  grads.dx)
     # each GEMM kernel on its own (auto mixes them per pass)
-    for algorithm in ("im2col", "shifted"):
+    for algorithm in ("im2col", "shifted") + (("im2row",) if cfg.groups == 1 else ()):
         assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm=algorithm), y_t)
         grads = npconv.conv_grad(dy, x, w, **cfg.kwargs(), algorithm=algorithm)
         assert_close(grads.dx, dx_t)
@@ -732,6 +738,7 @@ W4 = np.zeros((6, 2, 3, 3))   # groups=2 fits X4
      ValueError, "weight.shape"),
     (lambda: npconv.conv(X4, W4, groups=2, stride=2, algorithm="winograd"), ValueError, "algorithm"),
     (lambda: npconv.conv(X4, W4, groups=2, algorithm="pointwise"), ValueError, "algorithm"),
+    (lambda: npconv.conv(X4, W4, groups=2, algorithm="im2row"), ValueError, "groups"),
     (lambda: npconv.conv(X4, np.zeros((6, 4, 1, 1)), algorithm="depthwise"), ValueError,
      "algorithm"),
 ])
@@ -751,7 +758,8 @@ def test_error_message_gives_expected_and_given_values():
 
 
 @pytest.mark.parametrize("algorithm, groups, c_in, c_out", [
-    ("im2col", 1, 3, 4), ("shifted", 1, 3, 4), ("depthwise", 8, 8, 16), ("winograd", 2, 4, 6)])
+    ("im2col", 1, 3, 4), ("shifted", 1, 3, 4), ("im2row", 1, 3, 4), ("depthwise", 8, 8, 16),
+    ("winograd", 2, 4, 6)])
 def test_thread_count_does_not_change_results(rng, algorithm, groups, c_in, c_out):
     """npconv's own threads split work into pieces fixed by the shapes and sum them in
     a fixed order: 1 or 2 threads give the same bits. Large enough (16 MiB of float64
@@ -773,8 +781,8 @@ def test_thread_count_does_not_change_results(rng, algorithm, groups, c_in, c_ou
         np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("algorithm, groups", [("im2col", 1), ("shifted", 2), ("depthwise", 4),
-                                               ("winograd", 1)])
+@pytest.mark.parametrize("algorithm, groups", [("im2col", 1), ("shifted", 2), ("im2row", 1),
+                                               ("depthwise", 4), ("winograd", 1)])
 def test_empty_batch(algorithm, groups):
     """N = 0 works as in PyTorch: empty outputs and gradients, zero dweight and dbias."""
     x = np.zeros((0, 4, 8, 8))

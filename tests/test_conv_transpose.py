@@ -140,6 +140,8 @@ def test_forward_matches_torch_and_reference(torch, rng, assert_close, cfg):
     # "auto" may pick the pointwise / depthwise kernels; the general im2col path must agree
     assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="im2col"), expected)
     assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="shifted"), expected)
+    if cfg.groups == 1:
+        assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="im2row"), expected)
     fn = getattr(npconv, f"conv_transpose{cfg.d}d")
     np.testing.assert_array_equal(fn(x, w, b, **cfg.kwargs()), y)
     # the size helper agrees with the actual output
@@ -173,6 +175,11 @@ def test_grads_match_torch_autograd_and_reference(torch, rng, assert_close, cfg)
                                          algorithm="shifted")
     assert_close(shifted.dx, dx_t)
     assert_close(shifted.dweight, dw_t)
+    if cfg.groups == 1:
+        im2row = npconv.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias,
+                                            algorithm="im2row")
+        assert_close(im2row.dx, dx_t)
+        assert_close(im2row.dweight, dw_t)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[::6], ids=tconfig_id)

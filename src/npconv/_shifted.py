@@ -303,8 +303,9 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     lay = layout(geom)
     inner_geom = _row_split(geom, lay)
     w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
-    w_split = [np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_out // groups, -1)
-               for a in range(geom.kernel[0])]                           # W̃_a (G, C_og, K/k_1)
+    w_split = ([np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_out // groups, -1)
+                for a in range(geom.kernel[0])]                          # W̃_a (G, C_og, K/k_1)
+               if inner_geom else None)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
     for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
@@ -377,8 +378,9 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
         tile_dw = np.empty_like(dw_mat_t[0])
     if weight is not None:
         w_mat_t = weight.reshape(groups, c_og, -1).swapaxes(1, 2)         # W̃_gᵀ (G, K, C_og)
-        w_split_t = [np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_og, -1).swapaxes(1, 2)
-                     for a in range(geom.kernel[0])]                       # W̃_aᵀ (G, K/k_1, C_og)
+        w_split_t = ([np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_og, -1).swapaxes(1, 2)
+                      for a in range(geom.kernel[0])]                      # W̃_aᵀ (G, K/k_1, C_og)
+                     if dx_inner_geom else None)
         dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
         phases = _args.prod(len(p) for p in lay.phases)
     images, grad_images, tile = None, None, None

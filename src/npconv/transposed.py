@@ -48,7 +48,7 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     output_padding : int or d ints, ``0 <= output_padding < max(stride, dilation)``
     groups : int dividing C_in and C_out
     output_size : optional spatial output size (or full shape); picks ``output_padding``
-    algorithm : ``"auto" | "im2col" | "shifted" | "depthwise" | "winograd"`` (``npconv.convolution.select_algorithm``)
+    algorithm : ``"auto" | "im2col" | "im2row" | "shifted" | "depthwise" | "winograd"`` (``npconv.convolution.select_algorithm``)
 
     Returns
     -------
