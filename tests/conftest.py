@@ -84,3 +84,35 @@ def rng(request):
     # Seed from the test id so parametrised cases differ but every run repeats.
     seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.nodeid)) % (2**32)
     return np.random.default_rng(seed)
+
+
+def _kernel_matches_torch(torch, x, w, algorithm: str, *, stride=1, padding=0, dilation=1,
+                          groups=1, mode="zeros", limit=None, dx_only=False):
+    """``conv`` and ``conv_grad`` with ``algorithm`` (under workspace ``limit``, if given)
+    against torch autograd in float64, within 1e-12 of each result's scale. ``padding``
+    is one int for every side (torch pads with ``F.pad`` in ``mode``)."""
+    import npconv
+
+    d = x.ndim - 2
+    F = torch.nn.functional
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    xp = F.pad(xt, (padding,) * (2 * d), mode="constant" if mode == "zeros" else mode)
+    yt = getattr(F, f"conv{d}d")(xp, wt, stride=stride, dilation=dilation, groups=groups)
+    dy = np.random.default_rng(0).standard_normal(tuple(yt.shape))
+    (yt * torch.tensor(dy)).sum().backward()
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  padding_mode=mode, algorithm=algorithm)
+    with npconv.workspace_limit(limit or npconv.get_workspace_limit()):
+        y = npconv.conv(x, w, **kwargs)
+        dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
+    _assert_close(dx, xt.grad.numpy())
+    if not dx_only:
+        _assert_close(y, yt.detach().numpy())
+        _assert_close(dw, wt.grad.numpy())
+
+
+@pytest.fixture
+def kernel_matches_torch(torch):
+    """``kernel_matches_torch(x, w, algorithm, **conv_args)``: see ``_kernel_matches_torch``."""
+    return lambda *args, **kwargs: _kernel_matches_torch(torch, *args, **kwargs)

@@ -484,13 +484,16 @@ def _abs_scale(cfg, x, w, dy):
     return y_scale, dx_scale, dw_scale, db_scale
 
 
-@pytest.mark.parametrize("cfg", F32_CONFIGS, ids=config_id)
-def test_float32_matches_torch_float32(torch, rng, cfg):
+@pytest.mark.parametrize("cfg, algorithm", [
+    (cfg, algorithm) for cfg in F32_CONFIGS for algorithm in ("auto", "im2col", "shifted", "im2row")
+    if algorithm != "im2row" or cfg.groups == 1])   # im2row: groups=1 only
+def test_float32_matches_torch_float32(torch, rng, cfg, algorithm):
+    """Every GEMM kernel (auto's pick, and each forced) in float32 against torch's float32."""
     x, w, b = (None if v is None else v.astype(np.float32) for v in cfg.arrays(rng))
-    y = npconv.conv(x, w, b, **cfg.kwargs())
+    y = npconv.conv(x, w, b, **cfg.kwargs(), algorithm=algorithm)
     assert y.dtype == np.float32
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    grads = npconv.conv_grad(dy, x, w, **cfg.kwargs())
+    grads = npconv.conv_grad(dy, x, w, **cfg.kwargs(), algorithm=algorithm)
     assert all(g.dtype == np.float32 for g in grads)
     xt = torch.from_numpy(x).requires_grad_(True)
     wt = torch.from_numpy(w).requires_grad_(True)

@@ -3,7 +3,8 @@
 Its conformance against PyTorch runs over the groups=1 part of the grids of
 ``test_conv`` and ``test_conv_transpose`` and the hypothesis configurations
 (``algorithm="im2row"``). Here: its row layout, row runs under the workspace limit,
-finite differences, float32 accuracy and what "auto" picks.
+finite differences and what "auto" picks (float32: ``test_conv``'s float32 tests run
+every GEMM kernel).
 
 Tolerances: float64 within 1e-12 of the expected array's scale (``assert_close``: the
 same products as im2col, summed in another order).
@@ -38,23 +39,11 @@ def test_rows_are_the_transposed_unfold(rng):
 
 @pytest.mark.parametrize("limit", [2**30, 3000, 64])
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
-def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, mode):
+def test_workspace_limit_splits_rows(kernel_matches_torch, rng, limit, mode):
     x = rng.standard_normal((3, 4, 9, 7))
     w = rng.standard_normal((5, 4, 3, 3))
-    kwargs = dict(stride=(1, 2), padding=1, dilation=(2, 1), padding_mode=mode)
-    F = torch.nn.functional
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(w, requires_grad=True)
-    yt = F.conv2d(F.pad(xt, (1, 1, 1, 1), mode="constant" if mode == "zeros" else mode), wt,
-                  stride=(1, 2), dilation=(2, 1))
-    dy = rng.standard_normal(tuple(yt.shape))
-    (yt * torch.tensor(dy)).sum().backward()
-    with npconv.workspace_limit(limit):
-        y = npconv.conv(x, w, **kwargs, algorithm="im2row")
-        dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs, algorithm="im2row")
-    assert_close(y, yt.detach().numpy())
-    assert_close(dx, xt.grad.numpy())
-    assert_close(dw, wt.grad.numpy())
+    kernel_matches_torch(x, w, "im2row", stride=(1, 2), padding=1, dilation=(2, 1), mode=mode,
+                         limit=limit)
 
 
 def test_finite_differences(rng, numerical_grad, assert_close):
@@ -66,19 +55,6 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
     assert_close(dx, numerical_grad(lambda v: np.sum(npconv.conv(v, w, **kwargs) * dy), x), rtol=1e-8)
     assert_close(dw, numerical_grad(lambda v: np.sum(npconv.conv(x, v, **kwargs) * dy), w), rtol=1e-8)
-
-
-def test_float32_within_a_few_ulps():
-    """float32 against float64 truth, relative to max Σ|w||x| (the scale a correct float32
-    sum can be off by): within 8 ulps (2^-23 each)."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((4, 32, 12, 12))
-    w = rng.standard_normal((16, 32, 3, 3))
-    truth = npconv.conv(x, w, padding=1, algorithm="im2col")
-    scale = npconv.conv(np.abs(x), np.abs(w), padding=1, algorithm="im2col").max()
-    got = npconv.conv(x.astype(np.float32), w.astype(np.float32), padding=1, algorithm="im2row")
-    assert got.dtype == np.float32
-    assert np.abs(got - truth).max() / scale < 8 * 2.0**-23
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, expected", [

@@ -2,9 +2,10 @@
 
 Its conformance against PyTorch runs over the whole grid of ``test_conv`` and
 ``test_conv_transpose`` (``algorithm="shifted"``) and the hypothesis configurations.
-Here: the layout arithmetic it rests on, the row runs under a workspace limit, float32
-accuracy, finite differences and the adjoint identity of its unfold/fold pair, and
-what "auto" picks.
+Here: the layout arithmetic it rests on, the row runs under a workspace limit, the
+splits by first-dim offset, finite differences and the adjoint identity of its
+unfold/fold pair, and what "auto" picks (float32: ``test_conv``'s float32 tests run
+every GEMM kernel).
 
 Tolerances: float64 results within 1e-12 of the expected array's scale (``assert_close``;
 the same products as im2col summed in another order, ~1e-16 of the scale each).
@@ -84,23 +85,11 @@ def test_unfold_fold_are_adjoint(rng, stride, dilation, pads):
 
 @pytest.mark.parametrize("limit", [2**30, 20_000, 64])
 @pytest.mark.parametrize("d", [2, 3])
-def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, d):
+def test_workspace_limit_splits_rows(kernel_matches_torch, rng, limit, d):
     """Under a small limit the output rows are processed in runs (down to one row)."""
     x = rng.standard_normal((3, 4) + (7,) * d)
     w = rng.standard_normal((6, 2) + (3,) * d)
-    kwargs = dict(stride=2, padding=1, groups=2)
-    f = getattr(torch.nn.functional, f"conv{d}d")
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(w, requires_grad=True)
-    yt = f(xt, wt, **kwargs)
-    dy = rng.standard_normal(tuple(yt.shape))
-    (yt * torch.tensor(dy)).sum().backward()
-    with npconv.workspace_limit(limit):
-        y = npconv.conv(x, w, **kwargs, algorithm="shifted")
-        dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs, algorithm="shifted")
-    assert_close(y, yt.detach().numpy())
-    assert_close(dx, xt.grad.numpy())
-    assert_close(dw, wt.grad.numpy())
+    kernel_matches_torch(x, w, "shifted", stride=2, padding=1, groups=2, limit=limit)
 
 
 @pytest.mark.parametrize("d, size", [(2, 26), (3, 9)])
@@ -110,7 +99,7 @@ def test_workspace_limit_splits_rows(torch, rng, assert_close, limit, d):
 @pytest.mark.parametrize("limit", [2**30, 5000])
 @pytest.mark.parametrize("inner_stride", [1, 2])
 @pytest.mark.parametrize("split_dx", [False, True])
-def test_split_by_first_kernel_dim(torch, rng, assert_close, monkeypatch, d, size, groups, c_in,
+def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, size, groups, c_in,
                                    c_out, kernel, dilation, padding, mode, limit, inner_stride,
                                    split_dx):
     """Images of >= TILE_COLUMNS columns, first-dim stride 1: forward and dW run as one GEMM
@@ -124,28 +113,14 @@ def test_split_by_first_kernel_dim(torch, rng, assert_close, monkeypatch, d, siz
     w = rng.standard_normal((c_out, c_in // groups) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, groups, mode)
     assert (sh._row_split(geom, sh.layout(geom)) is not None) == (kernel[0] > 1)
-    f = getattr(torch.nn.functional, f"conv{d}d")
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(w, requires_grad=True)
-    pad_mode = "constant" if mode == "zeros" else mode
-    yt = f(torch.nn.functional.pad(xt, (padding,) * (2 * d), mode=pad_mode), wt,
-           stride=stride, dilation=dilation, groups=groups)
-    dy = rng.standard_normal(tuple(yt.shape))
-    (yt * torch.tensor(dy)).sum().backward()
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                  padding_mode=mode, algorithm="shifted")
-    with npconv.workspace_limit(limit):
-        y = npconv.conv(x, w, **kwargs)
-        dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
-    assert_close(y, yt.detach().numpy())
-    assert_close(dx, xt.grad.numpy())
-    assert_close(dw, wt.grad.numpy())
+    kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, mode=mode, limit=limit)
 
 
 @pytest.mark.parametrize("d, size, kernel, stride, dilation, padding, mode", [
     (2, 52, 3, 2, 1, 1, "zeros"), (2, 70, 5, 3, 1, 2, "reflect"), (2, 52, 7, 2, 1, 3, "zeros"),
     (3, 17, 3, 2, 2, 2, "zeros"), (3, 17, (3, 1, 2), (2, 1, 3), 1, 1, "circular")])
-def test_input_grad_split_with_strides(torch, rng, assert_close, monkeypatch, d, size, kernel,
+def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d, size, kernel,
                                        stride, dilation, padding, mode):
     """The input gradient splits dX̃ by first-dim offset at any stride (phase groups of the
     first dim, ``_row_split(any_stride=True)``); forced on here with SPLIT_DX_BYTES = 0."""
@@ -155,16 +130,8 @@ def test_input_grad_split_with_strides(torch, rng, assert_close, monkeypatch, d,
     w = rng.standard_normal((6, 2) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, 2, mode)
     assert sh._row_split(geom, sh.layout(geom), any_stride=True) is not None
-    f = getattr(torch.nn.functional, f"conv{d}d")
-    xt = torch.tensor(x, requires_grad=True)
-    pad_mode = "constant" if mode == "zeros" else mode
-    yt = f(torch.nn.functional.pad(xt, (padding,) * (2 * d), mode=pad_mode), torch.tensor(w),
-           stride=stride, dilation=dilation, groups=2)
-    dy = rng.standard_normal(tuple(yt.shape))
-    (yt * torch.tensor(dy)).sum().backward()
-    dx, _, _ = npconv.conv_grad(dy, x, w, stride=stride, padding=padding, dilation=dilation,
-                                groups=2, padding_mode=mode, algorithm="shifted")
-    assert_close(dx, xt.grad.numpy())
+    kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
+                         groups=2, mode=mode, dx_only=True)
 
 
 def test_no_split_with_a_first_dim_stride():
@@ -184,19 +151,6 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
     assert_close(dx, numerical_grad(lambda v: np.sum(npconv.conv(v, w, **kwargs) * dy), x), rtol=1e-8)
     assert_close(dw, numerical_grad(lambda v: np.sum(npconv.conv(x, v, **kwargs) * dy), w), rtol=1e-8)
-
-
-def test_float32_within_a_few_ulps():
-    """float32 against float64 truth, relative to max Σ|w||x| per output (the scale a
-    correct float32 sum can be off by): within 8 ulps (2^-23 each)."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 16, 10, 10, 10))
-    w = rng.standard_normal((8, 16, 3, 3, 3))
-    truth = npconv.conv(x, w, padding=1, algorithm="im2col")
-    scale = npconv.conv(np.abs(x), np.abs(w), padding=1, algorithm="im2col").max()
-    got = npconv.conv(x.astype(np.float32), w.astype(np.float32), padding=1, algorithm="shifted")
-    assert got.dtype == np.float32
-    assert np.abs(got - truth).max() / scale < 8 * 2.0**-23
 
 
 @pytest.mark.parametrize("shape, kernel, stride, expected", [
