@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _args
 from ._config import parallel_for
+from ._im2col import store
 from ._shifted import extend, layout, phase_images, tap_starts, unphase, valid
 
 BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cache
@@ -35,8 +36,8 @@ def _block(lay, channels: int, itemsize: int) -> int:
     return max(1, BLOCK_BYTES // max(1, channels * lay.flat_size * itemsize))
 
 
-def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str) -> np.ndarray:
-    """x ``(N, G, *S)``, weight ``(G·M, 1, *k)`` -> y ``(N, G·M, *O)`` (no bias)."""
+def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str, bias=None) -> np.ndarray:
+    """x ``(N, G, *S)``, weight ``(G·M, 1, *k)``, bias ``(G·M,)`` or None -> y ``(N, G·M, *O)``."""
     batch, groups = x.shape[:2]
     mult = weight.shape[0] // groups
     lay = layout(geom)
@@ -59,8 +60,8 @@ def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str) -> np.
                 else:
                     np.multiply(x_m, w[:, :, m], out=term)
                     acc += term
-            np.copyto(y[samples], valid(acc.reshape(acc.shape[0], groups * mult, columns), lay,
-                                        geom.out_size[0]))
+            store(y[samples], valid(acc.reshape(acc.shape[0], groups * mult, columns), lay,
+                                    geom.out_size[0]), bias)
 
     parallel_for(body, batch, x.nbytes)
     return y

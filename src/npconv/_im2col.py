@@ -50,9 +50,19 @@ def kernel_windows(kernel, stride, dilation, out_size) -> list:
             for offset in itertools.product(*(range(k) for k in kernel))]
 
 
-def copy_parallel(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """``dst[...] = src``, split over the first axis between npconv's threads."""
-    parallel_for(lambda start, stop: np.copyto(dst[start:stop], src[start:stop]), dst.shape[0],
+def store(dst: np.ndarray, src: np.ndarray, bias=None) -> np.ndarray:
+    """``dst[...] = src``, plus ``bias (C,)`` along axis 1 when given: the bias of
+    ``Y = W̃ X̃ + b`` added while the output is written anyway (one pass, not two)."""
+    if bias is None:
+        np.copyto(dst, src)
+    else:
+        np.add(src, bias.reshape((-1,) + (1,) * (dst.ndim - 2)), out=dst)
+    return dst
+
+
+def copy_parallel(dst: np.ndarray, src: np.ndarray, bias=None) -> np.ndarray:
+    """``store(dst, src, bias)``, split over the first axis between npconv's threads."""
+    parallel_for(lambda start, stop: store(dst[start:stop], src[start:stop], bias), dst.shape[0],
                  dst.nbytes)
     return dst
 

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _args
-from ._im2col import kernel_windows
+from ._im2col import kernel_windows, store
 from ._padding import pad, pad_adjoint
 
 
@@ -71,8 +71,9 @@ def _output_rows(dy_part: np.ndarray) -> np.ndarray:
         -1, dy_part.shape[1])
 
 
-def im2row_forward(x, weight, geom: _args.Geometry, mode: str, chunks) -> np.ndarray:
-    """``Yᵀ = X̃ᵀ W_r``: x ``(N, C_in, *S)``, weight ``(C_out, C_in, *k)`` -> ``(N, C_out, *O)``."""
+def im2row_forward(x, weight, geom: _args.Geometry, mode: str, chunks, bias=None) -> np.ndarray:
+    """``Yᵀ = X̃ᵀ W_r (+ b)``: x ``(N, C_in, *S)``, weight ``(C_out, C_in, *k)``, bias ``(C_out,)``
+    or None -> ``(N, C_out, *O)``."""
     d = geom.d
     c_out = weight.shape[0]
     w_rows = _weight_rows(weight)
@@ -85,7 +86,7 @@ def im2row_forward(x, weight, geom: _args.Geometry, mode: str, chunks) -> np.nda
         n = rows.shape[0]
         y_rows = rows.reshape(-1, w_rows.shape[0]) @ w_rows                  # (n·L', C_out)
         y_rows = y_rows.reshape((n,) + rows.shape[1:1 + d] + (c_out,))
-        y[samples, :, out_rows] = np.moveaxis(y_rows, -1, 1)
+        store(y[samples, :, out_rows], np.moveaxis(y_rows, -1, 1), bias)
     return y
 
 

@@ -49,6 +49,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import _args
 from ._config import get_workspace_limit, parallel_for
+from ._im2col import store
 from ._padding import pad, pad_adjoint
 
 # Samples per GEMM tile: B = ceil(TILE_COLUMNS / L_q), in practice one sample unless the
@@ -296,8 +297,10 @@ def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> li
     return parts
 
 
-def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str) -> np.ndarray:
-    """``Y = W̃ X̃`` (no bias): x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_out, *O)``."""
+def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
+                    bias=None) -> np.ndarray:
+    """``Y = W̃ X̃ + b``: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)``, bias ``(C_out,)`` or
+    None -> ``(N, C_out, *O)``."""
     batch, c_in = x.shape[:2]
     c_out, groups = weight.shape[0], geom.groups
     lay = layout(geom)
@@ -322,7 +325,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
             y_ext = np.matmul(w_mat, cols)                                # Y_g at every q < L_q
         y_ext = y_ext.reshape(c_out, n, -1)
-        np.copyto(y[samples, :, rows], valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1))
+        store(y[samples, :, rows], valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1), bias)
     return y
 
 

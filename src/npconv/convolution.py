@@ -261,29 +261,33 @@ def _ungroup_rows(rows: np.ndarray, n: int, out_shape) -> np.ndarray:
 # the three kernels (shared with conv_transpose)
 # --------------------------------------------------------------------------
 def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
-                  algorithm: str = "auto") -> np.ndarray:
-    """``Y = W̃ X̃`` without bias: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)`` -> ``(N, C_out, *O)``."""
+                  algorithm: str = "auto", bias=None) -> np.ndarray:
+    """``Y = W̃ X̃ + b``: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)``, bias ``(C_out,)`` or
+    None -> ``(N, C_out, *O)``. Kernels that copy their result into ``y`` add the bias in
+    that copy (``_im2col.store``); the others add it in place afterwards."""
     algorithm = select_algorithm(algorithm, geom, weight.shape)
     batch = x.shape[0]
     c_out = weight.shape[0]
     groups = geom.groups
     if algorithm == "depthwise":
-        return depthwise_forward(x, weight, geom, mode)
+        return depthwise_forward(x, weight, geom, mode, bias)
     if algorithm == "winograd":
-        return winograd_forward(x, weight, geom, mode)
+        return _add_bias(winograd_forward(x, weight, geom, mode), bias)
     if algorithm == "shifted":
-        return shifted_forward(x, weight, geom, mode)
+        return shifted_forward(x, weight, geom, mode, bias)
     if algorithm == "im2row":
-        return im2row_forward(x, weight, geom, mode, _chunks(batch, geom.out_size, _unfold_bytes(weight, geom, x)))
+        return im2row_forward(x, weight, geom, mode,
+                              _chunks(batch, geom.out_size, _unfold_bytes(weight, geom, x)), bias)
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     for batch_slice, rows, out_size, x_cols in _input_cols(x, geom, mode):  # X̃_g (G, K, n·L)
         n = batch_slice.stop - batch_slice.start
         if n == 1 and out_size == geom.out_size:  # the product lands in y in place
             np.matmul(w_mat, x_cols, out=y[batch_slice].reshape(groups, c_out // groups, -1))
+            _add_bias(y[batch_slice], bias)
         else:
             y_rows = np.matmul(w_mat, x_cols)                         # Y_g (G, C_og, n·L)
-            copy_parallel(y[batch_slice, :, rows], _ungroup_rows(y_rows, n, out_size))
+            copy_parallel(y[batch_slice, :, rows], _ungroup_rows(y_rows, n, out_size), bias)
     return y
 
 
@@ -552,8 +556,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
 
 def _conv_public(call: _args.ConvCall, algorithm: str, fn: str):
     select_algorithm(algorithm, call.geom, call.weight.shape, fn)  # validate before any work
-    y = _conv_forward(call.x, call.weight, call.geom, call.padding_mode, algorithm)
-    return _finish(_add_bias(y, call.bias), call.unbatched, call.result_dtype)
+    y = _conv_forward(call.x, call.weight, call.geom, call.padding_mode, algorithm, call.bias)
+    return _finish(y, call.unbatched, call.result_dtype)
 
 
 def _conv_d(d: int):
