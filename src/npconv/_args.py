@@ -244,6 +244,12 @@ class Geometry(NamedTuple):
     def padded_size(self) -> tuple:
         return tuple(s + lo + hi for s, (lo, hi) in zip(self.in_size, self.pads))
 
+    @property
+    def pointwise(self) -> bool:
+        """1x1 kernel, stride 1, no padding: X̃ of one sample is the input itself."""
+        return (all(k == 1 for k in self.kernel) and all(s == 1 for s in self.stride)
+                and not any(lo or hi for lo, hi in self.pads))
+
 
 def _batch(x: np.ndarray, d: int, name: str, fn: str) -> tuple[np.ndarray, bool]:
     """(N, C, *spatial) view of x and whether x was unbatched."""
@@ -360,6 +366,11 @@ def check_grad_shape(dy: np.ndarray, expected: tuple, fn: str, name: str = "dy")
 
 def prod(values) -> int:
     return math.prod(values)
+
+
+def unfolded_bytes(channels: int, kernel, itemsize: int) -> int:
+    """Bytes of one column of X̃ (one output position): ``channels·prod(k)`` elements."""
+    return channels * prod(kernel) * itemsize
 
 
 class ConvTransposeCall(NamedTuple):

@@ -52,6 +52,23 @@ def workspace_limit(nbytes: int):
         _workspace_limit.reset(token)
 
 
+def work_chunks(batch: int, rows: int, tile: int, row_bytes: int):
+    """Split a convolution's work into ``(samples, output rows)`` pieces.
+
+    The batch is cut into tiles of ``tile`` samples (fixed by the shapes, so results
+    do not depend on the limit). A tile whose unfolded buffer (``row_bytes`` per first-dim
+    output row and sample) exceeds the workspace limit is further cut into runs of its
+    ``rows`` output rows (at least one).
+    """
+    limit = get_workspace_limit()
+    for start in range(0, batch, tile):
+        samples = slice(start, min(start + tile, batch))
+        tile_row_bytes = row_bytes * (samples.stop - samples.start)
+        run = max(1, min(rows, limit // max(tile_row_bytes, 1)))
+        for first in range(0, rows, run):
+            yield samples, slice(first, min(first + run, rows))
+
+
 # --------------------------------------------------------------------------
 # threads outside BLAS
 # --------------------------------------------------------------------------

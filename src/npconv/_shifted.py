@@ -48,7 +48,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _args
-from ._config import get_workspace_limit, parallel_for
+from ._config import parallel_for, work_chunks
 from ._im2col import store
 from ._padding import pad, pad_adjoint
 
@@ -120,15 +120,10 @@ def overcompute(geom: _args.Geometry) -> float:
 
 
 def _chunks(batch: int, lay: Layout, bytes_per_column: int):
-    """(samples, output rows of the first dim) pieces, as ``convolution._chunks``."""
+    """(samples, output rows of the first dim) pieces (``_config.work_chunks``): tiles of
+    ``ceil(TILE_COLUMNS / L_q)`` samples, a row being ``R_1`` columns."""
     tile = max(1, -(-TILE_COLUMNS // lay.columns(lay.out_size[0])))
-    limit = get_workspace_limit()
-    for start in range(0, batch, tile):
-        samples = slice(start, min(start + tile, batch))
-        row_bytes = bytes_per_column * lay.row[0] * (samples.stop - samples.start)
-        rows = max(1, min(lay.out_size[0], limit // max(row_bytes, 1)))
-        for first in range(0, lay.out_size[0], rows):
-            yield samples, slice(first, min(first + rows, lay.out_size[0]))
+    return work_chunks(batch, lay.out_size[0], tile, bytes_per_column * lay.row[0])
 
 
 def _zero_padded_phases(geom: _args.Geometry, lay: Layout) -> list:
@@ -252,10 +247,6 @@ def _extended(dy_rows: np.ndarray, lay: Layout) -> np.ndarray:
     return ext.reshape(c, -1)
 
 
-def _bytes_per_column(channels: int, geom: _args.Geometry, itemsize: int) -> int:
-    return channels * _args.prod(geom.kernel) * itemsize
-
-
 # --------------------------------------------------------------------------
 # split by first-dim kernel offset
 # --------------------------------------------------------------------------
@@ -311,7 +302,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
                if inner_geom else None)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
-    for samples, rows in _chunks(batch, lay, _bytes_per_column(c_in, geom, x.itemsize)):
+    for samples, rows in _chunks(batch, lay, _args.unfolded_bytes(c_in, geom.kernel, x.itemsize)):
         if tile != samples:
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
@@ -373,7 +364,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     inner_geom = _row_split(geom, lay)
     dx_inner_geom = _row_split(geom, lay, any_stride=True)
     parts = geom.kernel[0] if inner_geom else 1
-    bytes_per_column = _bytes_per_column(c_in, geom, dy.itemsize)
+    bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, dy.itemsize)
     if x is not None:
         # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
         # split by first-dim offset: one block of rows (G, K/k_1, C_og) per offset a

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _args
-from ._config import get_workspace_limit
+from ._config import get_workspace_limit, work_chunks
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
 from ._im2col import copy_parallel, fold_padded, window_view
 from ._im2row import im2row_forward, im2row_input_grad, im2row_weight_grad
@@ -91,10 +91,7 @@ def _shifted_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
     times the GEMM rows stays small, ``(L_q/L - 1)·C_og <= 10`` (conv3d 0.27·32, the stem
     0.03·64: forward 8.0 vs 10.8 and 10.7 vs 13.6 ms; 256@14 0.14·256 and 512@7 0.29·512 lose).
     """
-    if geom.d < 2:
-        return False
-    if (all(k == 1 for k in geom.kernel) and all(s == 1 for s in geom.stride)
-            and not any(lo or hi for lo, hi in geom.pads)):
+    if geom.d < 2 or geom.pointwise:
         return False
     if kernel_pass == "input":
         return True
@@ -110,9 +107,8 @@ def _im2row_pays(geom: _args.Geometry, weight_shape) -> bool:
     stays small next to X̃). ResNet-20's 32@16: forward 1.1 vs 1.5 ms, dx 2.1 vs 2.4;
     64@8: 0.7 vs 1.4, 1.0 vs 1.5; 16->32 s2 @32: 0.9 vs 1.8. Not 512@7 (49 positions,
     512 channels: 9.4 vs 6.1 ms, the weight reorder alone 4 ms) or 256@14."""
-    pointwise = (all(k == 1 for k in geom.kernel) and all(s == 1 for s in geom.stride)
-                 and not any(lo or hi for lo, hi in geom.pads))      # im2col: no unfold at all
-    return (geom.groups == 1 and geom.d == 2 and geom.out_size[-1] <= 16 and not pointwise
+    return (geom.groups == 1 and geom.d == 2 and geom.out_size[-1] <= 16
+            and not geom.pointwise                                   # im2col: no unfold at all
             and _args.prod(geom.out_size) >= weight_shape[0])
 
 
@@ -178,27 +174,13 @@ def tile_samples(out_size) -> int:
     return max(1, -(-TILE_COLUMNS // _args.prod(out_size)))
 
 
-def _chunks(batch: int, out_size, bytes_per_position: int):
-    """Split the work into (batch slice, first-output-dim slice) pieces.
-
-    The batch is cut into tiles of ``tile_samples(O)`` samples. A tile whose
-    unfolded buffer (``bytes_per_position`` per output position) exceeds the
-    workspace limit is further cut into runs of output rows (at least one).
-    """
-    limit = get_workspace_limit()
-    tile = tile_samples(out_size)
-    row_bytes = bytes_per_position * _args.prod(out_size[1:])
-    for start in range(0, batch, tile):
-        samples = slice(start, min(start + tile, batch))
-        tile_row_bytes = row_bytes * (samples.stop - samples.start)
-        rows = max(1, min(out_size[0], limit // max(tile_row_bytes, 1)))
-        for first in range(0, out_size[0], rows):
-            yield samples, slice(first, min(first + rows, out_size[0]))
-
-
-def _unfold_bytes(weight: np.ndarray, geom: _args.Geometry, like: np.ndarray) -> int:
-    """Bytes of X̃ per output position: ``C_in·prod(k)`` elements of ``like``'s dtype."""
-    return weight.shape[1] * geom.groups * _args.prod(geom.kernel) * like.itemsize
+def _chunks(batch: int, geom: _args.Geometry, channels: int, itemsize: int):
+    """(batch slice, first-output-dim slice) pieces of the im2col kernels: tiles of
+    ``tile_samples(O)`` samples, cut into row runs under the workspace limit
+    (``_config.work_chunks``); X̃ has ``channels·prod(k)`` rows."""
+    out_size = geom.out_size
+    row_bytes = _args.unfolded_bytes(channels, geom.kernel, itemsize) * _args.prod(out_size[1:])
+    return work_chunks(batch, out_size[0], tile_samples(out_size), row_bytes)
 
 
 def _input_rows(rows: slice, stride, dilation, kernel) -> slice:
@@ -232,9 +214,8 @@ def _input_cols(x: np.ndarray, geom: _args.Geometry, mode: str):
     input rows that the chunk's output rows read are unfolded. Shared by the
     forward (``Y = W̃X̃``) and the weight gradient (``dW̃ = δX̃ᵀ``).
     """
-    bytes_per_position = x.shape[1] * _args.prod(geom.kernel) * x.itemsize
     xp, padded = None, None
-    for samples, rows in _chunks(x.shape[0], geom.out_size, bytes_per_position):
+    for samples, rows in _chunks(x.shape[0], geom, x.shape[1], x.itemsize):
         if padded != samples:
             xp, padded = pad(x[samples], geom.pads, mode), samples
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
@@ -276,8 +257,7 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
     if algorithm == "shifted":
         return shifted_forward(x, weight, geom, mode, bias)
     if algorithm == "im2row":
-        return im2row_forward(x, weight, geom, mode,
-                              _chunks(batch, geom.out_size, _unfold_bytes(weight, geom, x)), bias)
+        return im2row_forward(x, weight, geom, mode, _chunks(batch, geom, x.shape[1], x.itemsize), bias)
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     for batch_slice, rows, out_size, x_cols in _input_cols(x, geom, mode):  # X̃_g (G, K, n·L)
@@ -309,8 +289,7 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     if algorithm == "shifted":
         return shifted_weight_grad(x, dy, geom, mode)
     if algorithm == "im2row":
-        return im2row_weight_grad(x, dy, geom, mode,
-                                  _chunks(x.shape[0], geom.out_size, x.shape[1] * _args.prod(shape) * x.itemsize))
+        return im2row_weight_grad(x, dy, geom, mode, _chunks(x.shape[0], geom, x.shape[1], x.itemsize))
     batch, c_in = x.shape[:2]
     groups = geom.groups
     # dW̃_gᵀ = X̃_g δ_gᵀ (G, K, C_og): the same products, in the orientation OpenBLAS runs
@@ -339,8 +318,8 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
     if algorithm == "shifted":
         return shifted_input_grad(dy, weight, geom, mode)
     if algorithm == "im2row":
-        return im2row_input_grad(dy, weight, geom, mode, _chunks(dy.shape[0], geom.out_size,
-                                                               _unfold_bytes(weight, geom, dy)))
+        return im2row_input_grad(dy, weight, geom, mode,
+                                 _chunks(dy.shape[0], geom, weight.shape[1] * geom.groups, dy.itemsize))
     if _phases_pay(geom, weight.shape, dy.itemsize):
         return _conv_input_grad_phases(dy, weight, geom, mode)
     return _conv_input_grad_fold(dy, weight, geom, mode)
@@ -376,13 +355,12 @@ def _conv_input_grad_fold(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
     c_in = weight.shape[1] * groups
     w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
     dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
-    bytes_per_position = c_in * _args.prod(geom.kernel) * dy.itemsize
     dxp, padded_batch = None, None
 
     def unpad_into_dx():
         dx[padded_batch] = pad_adjoint(dxp, geom.pads, mode, geom.in_size)
 
-    for batch_slice, rows in _chunks(batch, geom.out_size, bytes_per_position):
+    for batch_slice, rows in _chunks(batch, geom, c_in, dy.itemsize):
         if padded_batch != batch_slice:
             if dxp is not None:
                 unpad_into_dx()
@@ -609,7 +587,7 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         raise ValueError(f"{fn}: 'dx_method' must be one of {DX_METHODS}, got {dx_method!r}")
     geom = call.geom
     select_algorithm(algorithm, geom, call.weight.shape, fn)  # validate before any work
-    if dx_method != "auto" and algorithm in ("winograd", "shifted"):
+    if dx_method != "auto" and algorithm in ("winograd", "shifted", "im2row"):
         raise ValueError(f"{fn}: dx_method={dx_method!r} is an im2col formulation; with "
                          f"algorithm={algorithm!r} use dx_method='auto'")
     dy = _batched_grad(dy, call.unbatched, (call.x.shape[0], call.weight.shape[0]) + geom.out_size,
