@@ -37,20 +37,13 @@ def _numerical_grad(f, x: np.ndarray, eps: float = 1e-4) -> np.ndarray:
 
     ``f`` maps a float64 array of ``x``'s shape to a float; ``x`` is not modified.
     For the (bi)linear maps tested here the central difference has no
-    truncation error, only rounding error ~ eps_machine * |f| / eps.
+    truncation error, only rounding error ~ eps_machine * |f| / eps. The loop is
+    ``npconv.testing``'s (the one behind ``gradcheck``), on a private copy of ``x``.
     """
+    from npconv.testing import _numerical
+
     x = np.array(x, dtype=np.float64)  # private copy we may perturb
-    grad = np.zeros_like(x)
-    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat_x.size):
-        original = flat_x[i]
-        flat_x[i] = original + eps
-        f_plus = f(x)
-        flat_x[i] = original - eps
-        f_minus = f(x)
-        flat_x[i] = original
-        flat_grad[i] = (f_plus - f_minus) / (2 * eps)
-    return grad
+    return _numerical(lambda: f(x), x, eps)
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +109,14 @@ def _kernel_matches_torch(torch, x, w, algorithm: str, *, stride=1, padding=0, d
 def kernel_matches_torch(torch):
     """``kernel_matches_torch(x, w, algorithm, **conv_args)``: see ``_kernel_matches_torch``."""
     return lambda *args, **kwargs: _kernel_matches_torch(torch, *args, **kwargs)
+
+
+def _gemm_kernels(groups: int) -> tuple:
+    """The GEMM kernels that compute a convolution with ``groups`` (im2row: groups=1 only)."""
+    return ("im2col", "shifted") + (("im2row",) if groups == 1 else ())
+
+
+@pytest.fixture(scope="session")
+def gemm_kernels():
+    """``gemm_kernels(groups)``: every ``algorithm=`` GEMM kernel that applies."""
+    return _gemm_kernels

@@ -197,24 +197,22 @@ ALGORITHMS = ("auto", "im2col")
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=config_id)
-def test_forward_matches_torch_and_reference(torch, rng, assert_close, cfg):
+def test_forward_matches_torch_and_reference(torch, rng, assert_close, gemm_kernels, cfg):
     x, w, b = cfg.arrays(rng)
     y = npconv.conv(x, w, b, **cfg.kwargs())
     expected, _ = torch_forward_and_grads(torch, cfg, x, w, b, None)
     assert y.dtype == np.float64
     assert_close(y, expected)
     assert_close(y, ref.conv(x, w, b, **cfg.kwargs()))
-    assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm="im2col"), expected)
-    assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm="shifted"), expected)
-    if cfg.groups == 1:
-        assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm="im2row"), expected)
+    for algorithm in gemm_kernels(cfg.groups):
+        assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm=algorithm), expected)
     # the d-specific entry point is the same function with a check on d
     conv_nd = getattr(npconv, f"conv{cfg.d}d")
     np.testing.assert_array_equal(conv_nd(x, w, b, **cfg.kwargs()), y)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=config_id)
-def test_grads_match_torch_autograd(torch, rng, assert_close, cfg):
+def test_grads_match_torch_autograd(torch, rng, assert_close, gemm_kernels, cfg):
     x, w, b = cfg.arrays(rng)
     y_shape = npconv.conv(x, w, b, **cfg.kwargs()).shape
     dy = rng.standard_normal(y_shape)
@@ -237,14 +235,11 @@ def test_grads_match_torch_autograd(torch, rng, assert_close, cfg):
         assert_close(full.dx, fold.dx)
         np.testing.assert_array_equal(full.dweight, fold.dweight)
         assert_close(fold.dweight, dw_t)
-    # the shifted kernel: every pass, for every configuration
-    shifted = npconv.conv_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias, algorithm="shifted")
-    assert_close(shifted.dx, dx_t)
-    assert_close(shifted.dweight, dw_t)
-    if cfg.groups == 1:
-        im2row = npconv.conv_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias, algorithm="im2row")
-        assert_close(im2row.dx, dx_t)
-        assert_close(im2row.dweight, dw_t)
+    # every GEMM kernel, every pass, for every configuration
+    for algorithm in gemm_kernels(cfg.groups):
+        forced = npconv.conv_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias, algorithm=algorithm)
+        assert_close(forced.dx, dx_t)
+        assert_close(forced.dweight, dw_t)
     # the phase decomposition, where it applies (a stride > 1, dilation 1)
     strides = (cfg.stride,) * cfg.d if isinstance(cfg.stride, int) else cfg.stride
     dilations = (cfg.dilation,) * cfg.d if isinstance(cfg.dilation, int) else cfg.dilation
@@ -670,7 +665,7 @@ def conv_configs(draw):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                               HealthCheck.function_scoped_fixture])
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
-def test_hypothesis_random_configs(torch, assert_close, cfg, seed):
+def test_hypothesis_random_configs(torch, assert_close, gemm_kernels, cfg, seed):
     rng = np.random.default_rng(seed)
     x, w, b = cfg.arrays(rng)
     y = npconv.conv(x, w, b, **cfg.kwargs())
@@ -686,7 +681,7 @@ def test_hypothesis_random_configs(torch, assert_close, cfg, seed):
     assert_close(npconv.conv_grad(dy, x, w, **cfg.kwargs(), dx_method="full_conv").dx,
                  grads.dx)
     # each GEMM kernel on its own (auto mixes them per pass)
-    for algorithm in ("im2col", "shifted") + (("im2row",) if cfg.groups == 1 else ()):
+    for algorithm in gemm_kernels(cfg.groups):
         assert_close(npconv.conv(x, w, b, **cfg.kwargs(), algorithm=algorithm), y_t)
         grads = npconv.conv_grad(dy, x, w, **cfg.kwargs(), algorithm=algorithm)
         assert_close(grads.dx, dx_t)

@@ -130,18 +130,16 @@ def torch_forward_and_grads(torch, cfg, x, w, b, dy):
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=tconfig_id)
-def test_forward_matches_torch_and_reference(torch, rng, assert_close, cfg):
+def test_forward_matches_torch_and_reference(torch, rng, assert_close, gemm_kernels, cfg):
     x, w, b = cfg.arrays(rng)
     y = npconv.conv_transpose(x, w, b, **cfg.kwargs())
     expected, _ = torch_forward_and_grads(torch, cfg, x, w, b, None)
     assert y.dtype == np.float64
     assert_close(y, expected)
     assert_close(y, ref.conv_transpose(x, w, b, **cfg.kwargs()))
-    # "auto" may pick the pointwise / depthwise kernels; the general im2col path must agree
-    assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="im2col"), expected)
-    assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="shifted"), expected)
-    if cfg.groups == 1:
-        assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm="im2row"), expected)
+    # "auto" may pick the depthwise or Winograd kernels; every GEMM kernel must agree
+    for algorithm in gemm_kernels(cfg.groups):
+        assert_close(npconv.conv_transpose(x, w, b, **cfg.kwargs(), algorithm=algorithm), expected)
     fn = getattr(npconv, f"conv_transpose{cfg.d}d")
     np.testing.assert_array_equal(fn(x, w, b, **cfg.kwargs()), y)
     # the size helper agrees with the actual output
@@ -151,7 +149,7 @@ def test_forward_matches_torch_and_reference(torch, rng, assert_close, cfg):
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=tconfig_id)
-def test_grads_match_torch_autograd_and_reference(torch, rng, assert_close, cfg):
+def test_grads_match_torch_autograd_and_reference(torch, rng, assert_close, gemm_kernels, cfg):
     x, w, b = cfg.arrays(rng)
     y = npconv.conv_transpose(x, w, b, **cfg.kwargs())
     dy = rng.standard_normal(y.shape)
@@ -167,19 +165,11 @@ def test_grads_match_torch_autograd_and_reference(torch, rng, assert_close, cfg)
     expected = ref.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias)
     assert_close(grads.dx, expected[0])
     assert_close(grads.dweight, expected[1])
-    im2col = npconv.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias,
-                                        algorithm="im2col")
-    assert_close(im2col.dx, dx_t)
-    assert_close(im2col.dweight, dw_t)
-    shifted = npconv.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias,
-                                         algorithm="shifted")
-    assert_close(shifted.dx, dx_t)
-    assert_close(shifted.dweight, dw_t)
-    if cfg.groups == 1:
-        im2row = npconv.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias,
-                                            algorithm="im2row")
-        assert_close(im2row.dx, dx_t)
-        assert_close(im2row.dweight, dw_t)
+    for algorithm in gemm_kernels(cfg.groups):
+        forced = npconv.conv_transpose_grad(dy, x, w, **cfg.kwargs(), bias=cfg.bias,
+                                            algorithm=algorithm)
+        assert_close(forced.dx, dx_t)
+        assert_close(forced.dweight, dw_t)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[::6], ids=tconfig_id)

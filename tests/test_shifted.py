@@ -173,8 +173,9 @@ def test_what_auto_picks(shape, kernel, stride, expected):
     assert got == expected
 
 
-def test_dx_method_is_an_im2col_option():
+@pytest.mark.parametrize("algorithm", ["shifted", "im2row"])
+def test_dx_method_is_an_im2col_option(algorithm):
     x = np.zeros((1, 2, 6, 6))
     with pytest.raises(ValueError, match="dx_method"):
         npconv.conv_grad(np.zeros((1, 2, 6, 6)), x, np.zeros((2, 2, 3, 3)), padding=1,
-                         algorithm="shifted", dx_method="fold")
+                         algorithm=algorithm, dx_method="fold")
