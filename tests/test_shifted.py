@@ -102,9 +102,10 @@ def test_workspace_limit_splits_rows(kernel_matches_torch, rng, limit, d):
 def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, size, groups, c_in,
                                    c_out, kernel, dilation, padding, mode, limit, inner_stride,
                                    split_dx):
-    """Images of >= TILE_COLUMNS columns, first-dim stride 1: forward and dW run as one GEMM
-    per first-dim offset on column windows of X̃_0 (``_row_split``), also in row runs; dx
-    computes dX̃ per first-dim offset above SPLIT_DX_BYTES (here forced on or off)."""
+    """Images of >= TILE_COLUMNS columns, first-dim stride 1: the forward runs one GEMM of the
+    stacked W̃_a on X̃_0 (``_row_split``), dW one GEMM per first-dim offset on column windows
+    of X̃_0, also in row runs; dx by the stacked δ (C_og <= C_ig·prod(inner k) here) whatever
+    SPLIT_DX_BYTES, or unsplit when it is forced off for the other cases."""
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0 if split_dx else 2**62)
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel[:d]
     stride = (1,) + (inner_stride,) * (d - 1)
@@ -120,14 +121,17 @@ def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, si
 @pytest.mark.parametrize("d, size, kernel, stride, dilation, padding, mode", [
     (2, 52, 3, 2, 1, 1, "zeros"), (2, 70, 5, 3, 1, 2, "reflect"), (2, 52, 7, 2, 1, 3, "zeros"),
     (3, 17, 3, 2, 2, 2, "zeros"), (3, 17, (3, 1, 2), (2, 1, 3), 1, 1, "circular")])
+@pytest.mark.parametrize("c_out", [6, 30])
 def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d, size, kernel,
-                                       stride, dilation, padding, mode):
+                                       stride, dilation, padding, mode, c_out):
     """The input gradient splits dX̃ by first-dim offset at any stride (phase groups of the
-    first dim, ``_row_split(any_stride=True)``); forced on here with SPLIT_DX_BYTES = 0."""
+    first dim, ``_row_split(any_stride=True)``): one GEMM per phase group on the stacked δ
+    where C_og <= C_ig·prod(inner k) (c_out 6), else one per offset (c_out 30: C_og = 15 >
+    2·7), forced on here with SPLIT_DX_BYTES = 0."""
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0)
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel
     x = rng.standard_normal((2, 4) + (size,) * d)
-    w = rng.standard_normal((6, 2) + kernel)
+    w = rng.standard_normal((c_out, 2) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, 2, mode)
     assert sh._row_split(geom, sh.layout(geom), any_stride=True) is not None
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
@@ -157,7 +161,7 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     ((8, 16, 16, 16, 16), (32, 16, 3, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 3, 224, 224), (64, 3, 7, 7), 2, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
-    ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "winograd"}),
+    ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 128, 28, 28), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
     ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
     ((8, 256, 56, 56), (64, 256, 1, 1), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),

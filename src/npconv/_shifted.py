@@ -271,21 +271,26 @@ def _row_split(geom: _args.Geometry, lay: Layout, any_stride: bool = False):
     return geom._replace(kernel=(1,) + tuple(geom.kernel[1:]))
 
 
+def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
+    """``(group, X̃_0)`` for every phase group (``_Taps``) of the first dim: ``X̃_0 (G, K_g/k_1,
+    L_q + last shift·R_1)``, the rows of the group's first offset over every column its
+    offsets read."""
+    parts = []
+    for group in lay.taps[0]:
+        first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)    # that group's first offset
+        reach = slice(rows.start, rows.stop + (group.count - 1) * group.u_step)
+        x0 = unfold(images, inner_geom, lay._replace(taps=first_dim + lay.taps[1:]), reach)
+        parts.append((group, x0.reshape(groups, -1, x0.shape[-1])))
+    return parts
+
+
 def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
     """``(a, X̃_a)`` for every first-dim offset ``a``: column windows ``(G, K_g/k_1, L_q)``
     of one ``X̃_0`` per phase group of the first dim."""
     columns = lay.columns(rows.stop - rows.start)
-    parts = []
-    for group in lay.taps[0]:
-        first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)    # that group's first offset
-        last_shift = (group.count - 1) * group.u_step
-        reach = slice(rows.start, rows.stop + last_shift)
-        x0 = unfold(images, inner_geom, lay._replace(taps=first_dim + lay.taps[1:]), reach)
-        x0 = x0.reshape(groups, -1, x0.shape[-1])                          # (G, K_g/k_1, L_b)
-        for j in range(group.count):
-            start = j * group.u_step * lay.row[0]
-            parts.append((group.m0 + j * group.m_step, x0[:, :, start:start + columns]))
-    return parts
+    return [(group.m0 + j * group.m_step, x0[:, :, j * group.u_step * lay.row[0]:][:, :, :columns])
+            for group, x0 in _inner_cols(images, inner_geom, lay, rows, groups)
+            for j in range(group.count)]
 
 
 def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
@@ -297,9 +302,9 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     lay = layout(geom)
     inner_geom = _row_split(geom, lay)
     w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
-    w_split = ([np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_out // groups, -1)
-                for a in range(geom.kernel[0])]                          # W̃_a (G, C_og, K/k_1)
-               if inner_geom else None)
+    # W̃_a (G, C_og, K/k_1) of every first-dim offset a, stacked: (G, k_1·C_og, K/k_1)
+    w_stack = (np.moveaxis(weight.reshape((groups, c_out // groups) + weight.shape[1:]), 3, 1)
+               .reshape(groups, geom.kernel[0] * (c_out // groups), -1) if inner_geom else None)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
     for samples, rows in _chunks(batch, lay, _args.unfolded_bytes(c_in, geom.kernel, x.itemsize)):
@@ -307,11 +312,14 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
         if inner_geom:                                                    # one sample per tile
-            (a, x_a), *parts = _split_cols(images, inner_geom, lay, rows, groups)
-            y_ext = np.matmul(w_split[a], x_a)
-            term = np.empty_like(y_ext)
-            for a, x_a in parts:
-                y_ext += np.matmul(w_split[a], x_a, out=term)
+            # Z = [W̃_0; ...; W̃_{k_1-1}] X̃_0, then Y = Σ_a Z_a shifted left by u_a·R_1 columns
+            ((group, x0),) = _inner_cols(images, inner_geom, lay, rows, groups)
+            z = np.matmul(w_stack, x0).reshape(groups, group.count, c_out // groups, -1)
+            columns = lay.columns(rows.stop - rows.start)
+            y_ext = z[:, 0, :, :columns]
+            for j in range(1, group.count):
+                shift = j * group.u_step * lay.row[0]
+                y_ext += z[:, j, :, shift:shift + columns]
         else:
             cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
             y_ext = np.matmul(w_mat, cols)                                # Y_g at every q < L_q
@@ -372,9 +380,12 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
         tile_dw = np.empty_like(dw_mat_t[0])
     if weight is not None:
         w_mat_t = weight.reshape(groups, c_og, -1).swapaxes(1, 2)         # W̃_gᵀ (G, K, C_og)
-        w_split_t = ([np.ascontiguousarray(weight[:, :, a]).reshape(groups, c_og, -1).swapaxes(1, 2)
-                      for a in range(geom.kernel[0])]                      # W̃_aᵀ (G, K/k_1, C_og)
+        # per phase group of the first dim, its offsets' W̃_aᵀ (G, K/k_1, C_og) side by side
+        w_stack_t = ([np.moveaxis(weight.reshape((groups, c_og) + weight.shape[1:])
+                                  [:, :, :, group.m0::group.m_step], 3, 1)
+                      .reshape(groups, group.count * c_og, -1).swapaxes(1, 2) for group in lay.taps[0]]
                      if dx_inner_geom else None)
+        stack_dx = dx_inner_geom and c_og <= c_ig * _args.prod(geom.kernel[1:])
         dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
         phases = _args.prod(len(p) for p in lay.phases)
     images, grad_images, tile = None, None, None
@@ -397,15 +408,28 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
             for a, x_a in x_parts:
                 dw_mat_t[a] += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
         if weight is not None:
-            if dx_inner_geom and bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES:
-                cols = None   # dX̃ one first-dim offset at a time
-                for group in lay.taps[0]:
+            if dx_inner_geom and (stack_dx or bytes_per_column * lay.columns(rows.stop - rows.start)
+                                  > SPLIT_DX_BYTES):
+                columns, cols = dy_ext.shape[-1], None
+                for group, w_t in zip(lay.taps[0], w_stack_t):
+                    if not stack_dx:
+                        for j in range(group.count):  # dX̃_a one offset at a time
+                            cols = np.matmul(w_t[:, :, j * c_og:(j + 1) * c_og], dy_ext, out=cols)
+                            first_dim = ((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),)
+                            fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
+                                 lay._replace(taps=first_dim + lay.taps[1:]), rows, grad_images)
+                        continue
+                    # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...]
+                    dy_stack = np.zeros((groups, group.count, c_og, columns + (group.count - 1) * group.u_step
+                                         * lay.row[0]), dtype=dy.dtype)
                     for j in range(group.count):
-                        a = group.m0 + j * group.m_step
-                        cols = np.matmul(w_split_t[a], dy_ext, out=cols)  # dX̃_a (G, K/k_1, L_q)
-                        first_dim = ((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),)
-                        fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
-                             lay._replace(taps=first_dim + lay.taps[1:]), rows, grad_images)
+                        shift = j * group.u_step * lay.row[0]
+                        dy_stack[:, j, :, shift:shift + columns] = dy_ext
+                    cols = np.matmul(w_t, dy_stack.reshape(groups, -1, dy_stack.shape[-1]))
+                    first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)
+                    reach = slice(rows.start, rows.stop + (group.count - 1) * group.u_step)
+                    fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
+                         lay._replace(taps=first_dim + lay.taps[1:]), reach, grad_images)
             else:
                 cols = np.matmul(w_mat_t, dy_ext)                         # dX̃_g (G, K, n·L_q)
                 fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, grad_images)

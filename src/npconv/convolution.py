@@ -63,18 +63,18 @@ ALGORITHMS = ("auto", "im2col", "im2row", "shifted", "depthwise", "winograd")
 
 
 def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
-    """Where Winograd F(2x2,3x3) measured faster than im2col (``_winograd`` docstring) and,
-    for forward and weight gradient, than the shifted kernel (>= 128 channels):
+    """Where Winograd F(2x2,3x3) measured faster than im2col (``_winograd`` docstring) and
+    than the shifted kernel (>= 128 channels):
     enough channels for its 16 GEMMs (min(C_og, C_ig) >= 32) and enough 2x2 tiles
     (L >= 196, L·min(C_og, C_ig) >= 50 000; 100 000 for the weight gradient, whose
     per-sample GEMMs reduce over the tiles). Not 512@7, the 3->64 stem, small groups."""
     channels = min(weight_shape[0] // geom.groups, weight_shape[1])
     positions = _args.prod(geom.out_size)
     work = 100_000 if kernel_pass == "weight" else 50_000
-    if kernel_pass != "input" and channels < 128:
+    if channels < 128:
         # below 128 channels the shifted kernel's split GEMMs (``_shifted._row_split``) are
-        # faster: 64@56 forward 6.2 vs 7.3 ms, dW 7.7 vs 8.2; 96@40 6.9 vs 7.1, 7.9 vs 8.1;
-        # at 128@56 Winograd wins (21.3 vs 23.9, 24.0 vs 25.0). dx keeps Winograd.
+        # faster: 64@56 forward 5.7 vs 7.2 ms, dW 7.3 vs 8.1, dx 7.3 vs 10.1; 96@40 dx 8.7
+        # vs 9.2; at 128@28 and 128@56 Winograd wins (dx 6.3 vs 7.0, 20.4 vs 22.5).
         return False
     return channels >= 32 and positions >= 196 and positions * channels >= work
 
