@@ -26,16 +26,31 @@ def _geometry(x, w, stride=1, padding=0, dilation=1, groups=1, mode="zeros"):
 
 
 def test_layout_of_a_3x3x3_volume():
-    """16^3 with padding 1: phase images 18^3 plus the spare plane, rows of 18·18,
-    L_q = 16·324 columns for 16^3 = 4096 outputs."""
+    """16^3 with padding 1. Zero padding: rows share their zero borders, so rows of 17 and
+    planes of 17 rows (R = 289, 17, 1), L_q = 16·289 columns for 16^3 = 4096 outputs, and
+    19 planes: the last column's farthest read is 2·289 + 2·17 + 2 = 614 past row 15, so
+    into plane 18. Other modes pad every row on both sides: 18^3 plus the spare plane."""
     x = np.zeros((1, 2, 16, 16, 16))
     w = np.zeros((4, 2, 3, 3, 3))
     geom = _geometry(x, w, padding=1)
-    lay = sh.layout(geom)
-    assert lay.size == (19, 18, 18)
-    assert lay.row == (324, 18, 1)
-    assert lay.columns(16) == 16 * 324
-    assert sh.overcompute(geom) == pytest.approx(16 * 324 / 4096)
+    lay = sh.layout(geom, "zeros")
+    assert (lay.size, lay.row, lay.columns(16)) == ((19, 17, 17), (289, 17, 1), 16 * 289)
+    assert sh.overcompute(geom) == pytest.approx(16 * 289 / 4096)
+    lay = sh.layout(geom, "reflect")
+    assert (lay.size, lay.row, lay.columns(16)) == ((19, 18, 18), (324, 18, 1), 16 * 324)
+
+
+@pytest.mark.parametrize("size, kernel, stride, dilation, pads, expected", [
+    (16, 3, 1, 1, (1, 1), 17), (7, 3, 1, 1, (1, 1), 8), (16, 5, 1, 1, (2, 2), 18),
+    (16, 3, 1, 1, (2, 0), 18),                      # a row's hi zeros cover only lo - hi reads
+    (16, 3, 1, 1, (0, 0), 16),                      # valid: the row is the input row
+    (16, 3, 1, 2, (2, 2), 18), (10, 1, 1, 1, (5, 5), 20),   # O = 20: the row holds O outputs
+    (56, 3, 2, 1, (1, 1), 29)])                     # phases: O 28 + u_max 1 - t0 0 (phase 1)
+def test_shared_row_length(size, kernel, stride, dilation, pads, expected):
+    x = np.zeros((1, 1, 4, size))
+    geom = _geometry(x, np.zeros((1, 1, 1, kernel)), (1, stride), ((0, 0), pads), (1, dilation))
+    assert sh.layout(geom, "zeros").size[1] == expected
+    assert sh.layout(geom, "circular").size[1] == -(-(size + sum(pads)) // stride)
 
 
 @pytest.mark.parametrize("kernel, stride, dilation, expected", [
@@ -67,7 +82,7 @@ def test_unfold_fold_are_adjoint(rng, stride, dilation, pads):
     x = rng.standard_normal((2, 3, 9, 8))
     w = np.zeros((2, 3, 3, 3))
     geom = _geometry(x, w, stride, tuple(pads), dilation)
-    lay = sh.layout(geom)
+    lay = sh.layout(geom, "zeros")
     images = sh.phase_images(x, geom, lay, "zeros")
     rows = slice(0, geom.out_size[0])
     cols = sh.unfold(images, geom, lay, rows)                         # (C, *k, n, L_q)
@@ -113,7 +128,7 @@ def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, si
     x = rng.standard_normal((3, c_in) + size)
     w = rng.standard_normal((c_out, c_in // groups) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, groups, mode)
-    assert (sh._row_split(geom, sh.layout(geom)) is not None) == (kernel[0] > 1)
+    assert (sh._row_split(geom, sh.layout(geom, "zeros")) is not None) == (kernel[0] > 1)
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=groups, mode=mode, limit=limit)
 
@@ -133,7 +148,7 @@ def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d
     x = rng.standard_normal((2, 4) + (size,) * d)
     w = rng.standard_normal((c_out, 2) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, 2, mode)
-    assert sh._row_split(geom, sh.layout(geom), any_stride=True) is not None
+    assert sh._row_split(geom, sh.layout(geom, "zeros"), any_stride=True) is not None
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=2, mode=mode, dx_only=True)
 
@@ -141,8 +156,8 @@ def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d
 def test_no_split_with_a_first_dim_stride():
     x = np.zeros((1, 3, 64, 64))
     geom = _geometry(x, np.zeros((4, 3, 3, 3)), 2, 1)
-    assert sh.layout(geom).columns(geom.out_size[0]) >= sh.TILE_COLUMNS
-    assert sh._row_split(geom, sh.layout(geom)) is None
+    assert sh.layout(geom, "zeros").columns(geom.out_size[0]) >= sh.TILE_COLUMNS
+    assert sh._row_split(geom, sh.layout(geom, "zeros")) is None
 
 
 def test_finite_differences(rng, numerical_grad, assert_close):

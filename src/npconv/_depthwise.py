@@ -40,7 +40,7 @@ def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str, bias=N
     """x ``(N, G, *S)``, weight ``(G·M, 1, *k)``, bias ``(G·M,)`` or None -> y ``(N, G·M, *O)``."""
     batch, groups = x.shape[:2]
     mult = weight.shape[0] // groups
-    lay = layout(geom)
+    lay = layout(geom, mode)
     columns = lay.columns(geom.out_size[0])
     w = weight.reshape(groups, mult, -1)[..., None]                       # (G, M, K, 1)
     taps = tap_starts(lay, geom.kernel)
@@ -72,7 +72,7 @@ def depthwise_input_grad(dy: np.ndarray, weight: np.ndarray, geom, mode: str) ->
     batch = dy.shape[0]
     groups = geom.groups
     mult = weight.shape[0] // groups
-    lay = layout(geom)
+    lay = layout(geom, mode)
     columns = lay.columns(geom.out_size[0])
     phases = _args.prod(len(p) for p in lay.phases)
     w = weight.reshape(groups, mult, -1)[..., None]                       # (G, M, K, 1)
@@ -106,7 +106,7 @@ def depthwise_weight_grad(x: np.ndarray, dy: np.ndarray, geom, mode: str) -> np.
     batch, groups = x.shape[:2]
     mult = dy.shape[1] // groups
     kernel_len = _args.prod(geom.kernel)
-    lay = layout(geom)
+    lay = layout(geom, mode)
     columns = lay.columns(geom.out_size[0])
     taps = tap_starts(lay, geom.kernel)
     block = _block(lay, groups, x.itemsize)
