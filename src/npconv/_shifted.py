@@ -290,7 +290,8 @@ def _row_split(geom: _args.Geometry, lay: Layout, any_stride: bool = False):
     or did not pay: a first kernel dim of 1, tiles of several samples (small images), or,
     unless ``any_stride`` (the input gradient), a first-dim stride > 1 (its phase groups save
     only k_1/s_1 of the unfold, and the thin GEMMs lost: 3x3 s2 64->128@56 forward 4.9 vs
-    4.7 ms, the 7x7 s2 stem 13.6 vs 11.6)."""
+    4.7 ms, the 7x7 s2 stem 13.6 vs 11.6; with the offsets of a phase group stacked into
+    one GEMM still 4.6 vs 4.2 and 17.6 vs 9.3)."""
     if (geom.kernel[0] == 1 or (geom.stride[0] != 1 and not any_stride)
             or lay.columns(lay.out_size[0]) < TILE_COLUMNS):
         return None
@@ -319,6 +320,14 @@ def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> li
             for j in range(group.count)]
 
 
+def _stacked_weight(weight: np.ndarray, groups: int, group: _Taps) -> np.ndarray:
+    """``W̃_a (G, C_og, K/k_1)`` of the first-dim offsets ``a`` of one phase group, stacked
+    along the rows: ``(G, count·C_og, K/k_1)``."""
+    c_og = weight.shape[0] // groups
+    per_group = weight.reshape((groups, c_og) + weight.shape[1:])[:, :, :, group.m0::group.m_step]
+    return np.moveaxis(per_group, 3, 1).reshape(groups, group.count * c_og, -1)
+
+
 def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
                     bias=None) -> np.ndarray:
     """``Y = W̃ X̃ + b``: x ``(N, C_in, *S)``, weight ``(C_out, C_ig, *k)``, bias ``(C_out,)`` or
@@ -328,9 +337,10 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     lay = layout(geom, mode)
     inner_geom = _row_split(geom, lay)
     w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
-    # W̃_a (G, C_og, K/k_1) of every first-dim offset a, stacked: (G, k_1·C_og, K/k_1)
-    w_stack = (np.moveaxis(weight.reshape((groups, c_out // groups) + weight.shape[1:]), 3, 1)
-               .reshape(groups, geom.kernel[0] * (c_out // groups), -1) if inner_geom else None)
+    # per phase group of the first dim, its offsets' W̃_a (G, C_og, K/k_1) stacked:
+    # (G, count·C_og, K/k_1)
+    w_stacks = ([_stacked_weight(weight, groups, group) for group in lay.taps[0]]
+                if inner_geom else None)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
     for samples, rows in _chunks(batch, lay, _args.unfolded_bytes(c_in, geom.kernel, x.itemsize)):
@@ -338,14 +348,16 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
         if inner_geom:                                                    # one sample per tile
-            # Z = [W̃_0; ...; W̃_{k_1-1}] X̃_0, then Y = Σ_a Z_a shifted left by u_a·R_1 columns
-            ((group, x0),) = _inner_cols(images, inner_geom, lay, rows, groups)
-            z = np.matmul(w_stack, x0).reshape(groups, group.count, c_out // groups, -1)
-            columns = lay.columns(rows.stop - rows.start)
-            y_ext = z[:, 0, :, :columns]
-            for j in range(1, group.count):
-                shift = j * group.u_step * lay.row[0]
-                y_ext += z[:, j, :, shift:shift + columns]
+            # Z = [W̃_a; ...] X̃_0 per phase group, then Y = Σ_a Z_a shifted left by u_a·R_1 columns
+            columns, y_ext = lay.columns(rows.stop - rows.start), None
+            for (group, x0), w_stack in zip(_inner_cols(images, inner_geom, lay, rows, groups), w_stacks):
+                z = np.matmul(w_stack, x0).reshape(groups, group.count, c_out // groups, -1)
+                for j in range(group.count):
+                    shift = j * group.u_step * lay.row[0]
+                    if y_ext is None:
+                        y_ext = z[:, j, :, shift:shift + columns]
+                    else:
+                        y_ext += z[:, j, :, shift:shift + columns]
         else:
             cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
             y_ext = np.matmul(w_mat, cols)                                # Y_g at every q < L_q
@@ -407,9 +419,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     if weight is not None:
         w_mat_t = weight.reshape(groups, c_og, -1).swapaxes(1, 2)         # W̃_gᵀ (G, K, C_og)
         # per phase group of the first dim, its offsets' W̃_aᵀ (G, K/k_1, C_og) side by side
-        w_stack_t = ([np.moveaxis(weight.reshape((groups, c_og) + weight.shape[1:])
-                                  [:, :, :, group.m0::group.m_step], 3, 1)
-                      .reshape(groups, group.count * c_og, -1).swapaxes(1, 2) for group in lay.taps[0]]
+        w_stack_t = ([_stacked_weight(weight, groups, group).swapaxes(1, 2) for group in lay.taps[0]]
                      if dx_inner_geom else None)
         stack_dx = dx_inner_geom and c_og <= c_ig * _args.prod(geom.kernel[1:])
         dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
