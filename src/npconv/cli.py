@@ -567,6 +567,8 @@ def _train_epoch(model, loss_fn, optimizer, x, y, batch_size, rng, bar):
         if bar is not None:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
             bar.update(1)
+    if bar is not None:
+        bar.refresh()  # the epoch's final loss and accuracy, even when it took < tqdm's mininterval
     return total_loss / seen, correct / seen
 
 

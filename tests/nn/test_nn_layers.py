@@ -398,14 +398,17 @@ def test_conv_transpose_output_size_selects_output_padding(torch, rng):
         ours(x, output_size=(12, 12))
 
 
-def test_activations_propagate_nan_like_torch(torch):
+@pytest.mark.parametrize("dy", [np.ones(4), np.array([1.0, np.inf, np.nan, 3.0])])
+def test_activations_propagate_nan_like_torch(torch, dy):
+    """NaN inputs pass their gradient; a non-finite dy where the input is cut off gives 0
+    (ReLU's fast path, dy * mask, would turn inf * 0 into NaN there)."""
     x = np.array([np.nan, -1.0, 0.0, 2.0])
     for ours, theirs in [(nn.ReLU(), torch.nn.ReLU()), (nn.LeakyReLU(0.1), torch.nn.LeakyReLU(0.1))]:
         x_t = torch.tensor(x, requires_grad=True)
         y_t = theirs(x_t)
-        y_t.backward(torch.ones(4))
+        y_t.backward(torch.tensor(dy))
         np.testing.assert_array_equal(ours(x), y_t.detach().numpy())
-        np.testing.assert_array_equal(ours.backward(np.ones(4)), x_t.grad.numpy())
+        np.testing.assert_array_equal(ours.backward(dy), x_t.grad.numpy())
 
 
 def test_load_state_dict_accepts_torch_tensors_directly(torch):
