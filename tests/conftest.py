@@ -83,14 +83,17 @@ def _kernel_matches_torch(torch, x, w, algorithm: str, *, stride=1, padding=0, d
                           groups=1, mode="zeros", limit=None, dx_only=False):
     """``conv`` and ``conv_grad`` with ``algorithm`` (under workspace ``limit``, if given)
     against torch autograd in float64, within 1e-12 of each result's scale. ``padding``
-    is one int for every side (torch pads with ``F.pad`` in ``mode``)."""
+    is one int for every side or one ``(lo, hi)`` pair per dim (torch pads with ``F.pad``
+    in ``mode``)."""
     import npconv
 
     d = x.ndim - 2
     F = torch.nn.functional
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(w, requires_grad=True)
-    xp = F.pad(xt, (padding,) * (2 * d), mode="constant" if mode == "zeros" else mode)
+    pairs = ((padding, padding),) * d if isinstance(padding, int) else padding
+    torch_pads = tuple(p for pair in reversed(pairs) for p in pair)     # F.pad: last dim first
+    xp = F.pad(xt, torch_pads, mode="constant" if mode == "zeros" else mode)
     yt = getattr(F, f"conv{d}d")(xp, wt, stride=stride, dilation=dilation, groups=groups)
     dy = np.random.default_rng(0).standard_normal(tuple(yt.shape))
     (yt * torch.tensor(dy)).sum().backward()

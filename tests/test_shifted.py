@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import npconv
 from npconv import _args
@@ -151,6 +153,33 @@ def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d
     assert sh._row_split(geom, sh.layout(geom, "zeros"), any_stride=True) is not None
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=2, mode=mode, dx_only=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_split_random_configs(kernel_matches_torch, monkeypatch, data):
+    """Random geometries on images large enough for the first-dim split (>= TILE_COLUMNS
+    columns per sample): asymmetric pads (shared zero borders), inner strides and
+    dilations, groups, both dx forms (stacked δ where C_og <= C_ig·prod(inner k), else one
+    GEMM per offset; or unsplit when SPLIT_DX_BYTES is not forced to 0)."""
+    d = data.draw(st.sampled_from([2, 3]))
+    kernel = (data.draw(st.integers(2, 3)),) + tuple(data.draw(st.integers(1, 3)) for _ in range(d - 1))
+    stride = (data.draw(st.integers(1, 2)),) + tuple(data.draw(st.integers(1, 3)) for _ in range(d - 1))
+    dilation = tuple(data.draw(st.integers(1, 2)) for _ in range(d))
+    pads = tuple(tuple(data.draw(st.integers(0, 3)) for _ in range(2)) for _ in range(d))
+    mode = data.draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    groups = data.draw(st.integers(1, 2))
+    c_out = groups * data.draw(st.sampled_from([1, 3, 9]))
+    base = (14, 48) if d == 2 else (6, 12, 12)          # per unit of stride: >= 512 columns mostly
+    size = tuple(b * s + data.draw(st.integers(0, 3)) for b, s in zip(base, stride))
+    monkeypatch.setattr(sh, "SPLIT_DX_BYTES", data.draw(st.sampled_from([0, 2**62])))
+    x = np.random.default_rng(1).standard_normal((2, 2 * groups) + size)
+    w = np.random.default_rng(2).standard_normal((c_out, 2) + kernel)
+    geom = _geometry(x, w, stride, pads, dilation, groups, mode)
+    lay = sh.layout(geom, mode)
+    assume(lay.columns(geom.out_size[0]) >= sh.TILE_COLUMNS)
+    kernel_matches_torch(x, w, "shifted", stride=stride, padding=pads, dilation=dilation,
+                         groups=groups, mode=mode)
 
 
 def test_no_split_with_a_first_dim_stride():
