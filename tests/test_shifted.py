@@ -204,7 +204,9 @@ def test_finite_differences(rng, numerical_grad, assert_close):
 @pytest.mark.parametrize("shape, kernel, stride, expected", [
     ((8, 16, 16, 16, 16), (32, 16, 3, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 3, 224, 224), (64, 3, 7, 7), 2, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
-    ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
+    ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
+    ((8, 256, 14, 14), (256, 256, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
+    ((8, 64, 2, 2), (64, 64, 3, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
     ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 128, 28, 28), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
     ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
