@@ -60,6 +60,35 @@ def store(dst: np.ndarray, src: np.ndarray, bias=None) -> np.ndarray:
     return dst
 
 
+class ProductSum:
+    """``out[i] = Σ_tiles A_t B_t`` (matmul) for each part ``i``, in tile order, as the weight
+    gradients accumulate it.
+
+    A part's first product is written straight into ``out[i]``, the later ones go through
+    one scratch buffer shared by the parts: the same bits as adding every product to zeros,
+    without the zeros pass, and with no scratch buffer at all for a single tile (3x3 512@7:
+    a weight-sized 9.4 MiB buffer and one pass over it).
+    """
+
+    def __init__(self, out: np.ndarray):
+        self.out, self.started, self.scratch = out, [False] * len(out), None
+
+    def add(self, part: int, a: np.ndarray, b: np.ndarray) -> None:
+        if not self.started[part]:
+            np.matmul(a, b, out=self.out[part])
+            self.started[part] = True
+        else:
+            self.scratch = np.matmul(a, b, out=self.scratch)
+            self.out[part] += self.scratch
+
+    def result(self) -> np.ndarray:
+        """``out``, with 0 in the parts no product reached (e.g. an empty batch)."""
+        for part, started in enumerate(self.started):
+            if not started:
+                self.out[part] = 0
+        return self.out
+
+
 def copy_parallel(dst: np.ndarray, src: np.ndarray, bias=None) -> np.ndarray:
     """``store(dst, src, bias)``, split over the first axis between npconv's threads."""
     parallel_for(lambda start, stop: store(dst[start:stop], src[start:stop], bias), dst.shape[0],

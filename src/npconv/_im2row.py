@@ -27,7 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _args
-from ._im2col import kernel_windows, store
+from ._im2col import ProductSum, kernel_windows, store
 from ._padding import pad, pad_adjoint
 
 
@@ -93,18 +93,17 @@ def im2row_forward(x, weight, geom: _args.Geometry, mode: str, chunks, bias=None
 def im2row_weight_grad(x, dy, geom: _args.Geometry, mode: str, chunks) -> np.ndarray:
     """``dW_r = Σ_tiles X̃ δ_rows``: -> ``(C_out, C_in, *k)``."""
     c_in, c_out = x.shape[1], dy.shape[1]
-    dw_rows = np.zeros((c_in * _args.prod(geom.kernel), c_out), dtype=x.dtype)
-    tile_dw = np.empty_like(dw_rows)
+    dw_rows = ProductSum(np.empty((1, c_in * _args.prod(geom.kernel), c_out), dtype=x.dtype))
     xp_cl, tile = None, None
     for samples, out_rows in chunks:
         if tile != samples:
             xp_cl, tile = _channels_last(x[samples], geom, mode), samples
-        rows = _rows(xp_cl, geom, out_rows).reshape(-1, dw_rows.shape[0])   # X̃ᵀ (n·L', K)
+        rows = _rows(xp_cl, geom, out_rows).reshape(-1, dw_rows.out.shape[1])  # X̃ᵀ (n·L', K)
         dy_rows = _output_rows(dy[samples, :, out_rows])                     # (n·L', C_out)
-        dw_rows += np.matmul(rows.T, dy_rows, out=tile_dw)
+        dw_rows.add(0, rows.T, dy_rows)
     # (*k, C_in, C_out) -> (C_out, C_in, *k)
     d = geom.d
-    dw = dw_rows.reshape(tuple(geom.kernel) + (c_in, c_out))
+    dw = dw_rows.result()[0].reshape(tuple(geom.kernel) + (c_in, c_out))
     return np.ascontiguousarray(dw.transpose((d + 1, d) + tuple(range(d))))
 
 

@@ -50,7 +50,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import _args
 from ._config import parallel_for, work_chunks
-from ._im2col import store
+from ._im2col import ProductSum, store
 from ._padding import pad, pad_adjoint
 
 # Samples per GEMM tile: B = ceil(TILE_COLUMNS / L_q), in practice one sample unless the
@@ -422,8 +422,8 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     if x is not None:
         # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
         # split by first-dim offset: one block of rows (G, K/k_1, C_og) per offset a
-        dw_mat_t = np.zeros((parts, groups, c_ig * _args.prod(geom.kernel) // parts, c_og), dtype=dy.dtype)
-        tile_dw = np.empty_like(dw_mat_t[0])
+        dw_mat_t = ProductSum(np.empty((parts, groups, c_ig * _args.prod(geom.kernel) // parts, c_og),
+                                       dtype=dy.dtype))
     if weight is not None:
         w_mat_t = weight.reshape(groups, c_og, -1).swapaxes(1, 2)         # W̃_gᵀ (G, K, C_og)
         # per phase group of the first dim, its offsets' W̃_aᵀ (G, K/k_1, C_og) side by side
@@ -450,7 +450,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
             else:
                 x_parts = [(0, unfold(images, geom, lay, rows).reshape(groups, -1, dy_ext.shape[-1]))]
             for a, x_a in x_parts:
-                dw_mat_t[a] += np.matmul(x_a, dy_ext.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
+                dw_mat_t.add(a, x_a, dy_ext.swapaxes(1, 2))                # (δ_g X̃_gᵀ)ᵀ
         if weight is not None:
             if dx_inner_geom and (stack_dx or bytes_per_column * lay.columns(rows.stop - rows.start)
                                   > SPLIT_DX_BYTES):
@@ -480,7 +480,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     dweight = None
     if x is not None:
         # (a, G, C_ig, inner, C_og) -> (G, C_og, C_ig, a, inner) = (C_out, C_ig, *k)
-        dweight = dw_mat_t.reshape(parts, groups, c_ig, -1, c_og).transpose(1, 4, 2, 0, 3)
+        dweight = dw_mat_t.result().reshape(parts, groups, c_ig, -1, c_og).transpose(1, 4, 2, 0, 3)
         dweight = dweight.reshape((c_out, c_ig) + geom.kernel)
     if weight is None:
         return None, dweight

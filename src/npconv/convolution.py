@@ -40,7 +40,7 @@ import numpy as np
 from . import _args
 from ._config import get_workspace_limit, work_chunks
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
-from ._im2col import copy_parallel, fold_padded, window_view
+from ._im2col import ProductSum, copy_parallel, fold_padded, window_view
 from ._im2row import im2row_forward, im2row_input_grad, im2row_weight_grad
 from ._shifted import overcompute as shifted_overcompute
 from ._shifted import shifted_backward, shifted_forward, shifted_input_grad, shifted_weight_grad
@@ -296,12 +296,12 @@ def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode:
     groups = geom.groups
     # dW̃_gᵀ = X̃_g δ_gᵀ (G, K, C_og): the same products, in the orientation OpenBLAS runs
     # fastest (conv3d 16->32: 326 against 164 GFLOP/s for δ X̃ᵀ; 64@56: 369 against 267)
-    dw_mat_t = np.zeros((groups, (c_in // groups) * _args.prod(geom.kernel), c_out // groups), dtype=x.dtype)
-    tile_dw = np.empty_like(dw_mat_t)
+    dw_mat_t = ProductSum(np.empty((1, groups, (c_in // groups) * _args.prod(geom.kernel), c_out // groups),
+                                   dtype=x.dtype))
     for batch_slice, rows, _, x_cols in _input_cols(x, geom, mode):   # X̃_g (G, K, n·L)
         dy_rows = _group_rows(dy[batch_slice, :, rows], groups)       # δ_g (G, C_og, n·L)
-        dw_mat_t += np.matmul(x_cols, dy_rows.swapaxes(1, 2), out=tile_dw)   # (δ_g X̃_gᵀ)ᵀ
-    return dw_mat_t.transpose(0, 2, 1).reshape((c_out, c_in // groups) + geom.kernel)
+        dw_mat_t.add(0, x_cols, dy_rows.swapaxes(1, 2))               # (δ_g X̃_gᵀ)ᵀ
+    return dw_mat_t.result()[0].transpose(0, 2, 1).reshape((c_out, c_in // groups) + geom.kernel)
 
 
 def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
