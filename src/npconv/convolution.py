@@ -64,19 +64,25 @@ ALGORITHMS = ("auto", "im2col", "im2row", "shifted", "depthwise", "winograd")
 
 def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
     """Where Winograd F(2x2,3x3) measured faster than im2col (``_winograd`` docstring) and
-    than the shifted kernel (>= 128 channels):
-    enough channels for its 16 GEMMs (min(C_og, C_ig) >= 32) and enough 2x2 tiles
+    than the shifted kernel: enough channels for its 16 GEMMs and enough 2x2 tiles
     (L >= 196, L·min(C_og, C_ig) >= 50 000; 100 000 for the weight gradient, whose
-    per-sample GEMMs reduce over the tiles). Not 512@7, the 3->64 stem, small groups."""
+    per-sample GEMMs reduce over the tiles). Not 512@7, the 3->64 stem, small groups.
+
+    Against the shifted kernel's stacked GEMMs (N=8 float32, medians of interleaved runs,
+    forward / dW / dx ms): at 64 channels Winograd wins forward and dx on small images
+    (64@28: 2.2 vs 2.6, 2.1 vs 2.4) and loses on large ones (64@56: 6.7 vs 6.0, 6.8 vs
+    6.4; 64@112: 37 vs 30), and loses dW (2.7 vs 2.4, 8.0 vs 7.7); from 80 channels it
+    wins all three (80@40: 4.9 vs 5.7, 5.8 vs 6.2, 4.7 vs 5.6; 96@56: 11.8 vs 12.3,
+    13.2 vs 14.2, 11.4 vs 12.4); at 48 channels it loses (48@40: 2.6 vs 2.5, 3.6 vs 2.8).
+    """
     channels = min(weight_shape[0] // geom.groups, weight_shape[1])
     positions = _args.prod(geom.out_size)
     work = 100_000 if kernel_pass == "weight" else 50_000
-    if channels < 128:
-        # below 128 channels the shifted kernel's split GEMMs (``_shifted._row_split``) are
-        # faster: 64@56 forward 5.7 vs 7.2 ms, dW 7.3 vs 8.1, dx 7.3 vs 10.1; 96@40 dx 8.7
-        # vs 9.2; at 128@28 and 128@56 Winograd wins (dx 6.3 vs 7.0, 20.4 vs 22.5).
-        return False
-    return channels >= 32 and positions >= 196 and positions * channels >= work
+    if kernel_pass == "weight":
+        enough = channels >= 80
+    else:
+        enough = channels >= 80 or (channels >= 64 and positions <= 1600)
+    return enough and positions >= 196 and positions * channels >= work
 
 
 def _shifted_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
