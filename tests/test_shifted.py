@@ -225,6 +225,35 @@ def test_what_auto_picks(shape, kernel, stride, expected):
     assert got == expected
 
 
+@pytest.mark.parametrize("channels, mult, size, kernel, stride, expected", [
+    (32, 1, 112, 3, 1, ("depthwise", "depthwise", "depthwise")),    # the suite's layer
+    (32, 2, 56, 3, 1, ("depthwise", "shifted", "shifted")),         # channel multiplier 2
+    (32, 4, 56, 3, 1, ("shifted", "shifted", "shifted")),           # channel multiplier 4
+    (96, 1, 56, 5, 1, ("shifted", "depthwise", "shifted")),         # 25 taps
+    (64, 1, 112, 3, 2, ("depthwise", "depthwise", "depthwise")),    # strided: no split
+    (32, 2, 8, 3, 1, ("depthwise", "depthwise", "depthwise")),      # small image: no split
+])
+def test_what_auto_picks_for_depthwise_layers(channels, mult, size, kernel, stride, expected):
+    """``_depthwise_pays``: forward, weight and input gradient of a groups = C_in layer."""
+    x = np.zeros((1, channels, size, size))
+    w = np.zeros((channels * mult, 1, kernel, kernel))
+    geom = _args.conv_call(x, w, None, stride, kernel // 2, 1, channels, "zeros").geom
+    got = tuple(select_algorithm("auto", geom, w.shape, kernel_pass=p) for p in ("forward", "weight", "input"))
+    assert got == expected
+
+
+@pytest.mark.parametrize("mult, kernel, dilation", [(2, 3, 1), (3, (3, 1), 1), (1, 5, 1), (2, 3, 2)])
+def test_depthwise_layers_on_the_split(kernel_matches_torch, rng, mult, kernel, dilation):
+    """Depthwise layers that "auto" gives to the shifted kernel's first-dim split (a GEMM per
+    channel with k_1·M rows) match torch, forward and gradients."""
+    kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = rng.standard_normal((2, 3, 24, 30))
+    w = rng.standard_normal((3 * mult, 1) + kernel)
+    geom = _geometry(x, w, 1, 2, dilation, 3)
+    assert sh.splits_first_dim(geom)
+    kernel_matches_torch(x, w, "auto", padding=2, dilation=dilation, groups=3)
+
+
 @pytest.mark.parametrize("algorithm", ["shifted", "im2row"])
 def test_dx_method_is_an_im2col_option(algorithm):
     x = np.zeros((1, 2, 6, 6))

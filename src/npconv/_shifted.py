@@ -306,6 +306,11 @@ def _row_split(geom: _args.Geometry, lay: Layout, any_stride: bool = False):
     return geom._replace(kernel=(1,) + tuple(geom.kernel[1:]))
 
 
+def splits_first_dim(geom: _args.Geometry) -> bool:
+    """Whether the forward and dW run split by first-dim kernel offset (``_row_split``)."""
+    return _row_split(geom, layout(geom, "zeros")) is not None
+
+
 def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
     """``(group, X̃_0)`` for every phase group (``_Taps``) of the first dim: ``X̃_0 (G, K_g/k_1,
     L_q + last shift·R_1)``, the rows of the group's first offset over every column its

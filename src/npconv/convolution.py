@@ -43,6 +43,7 @@ from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weigh
 from ._im2col import ProductSum, copy_parallel, fold_padded, window_view
 from ._im2row import im2row_forward, im2row_input_grad, im2row_weight_grad
 from ._shifted import overcompute as shifted_overcompute
+from ._shifted import splits_first_dim
 from ._shifted import shifted_backward, shifted_forward, shifted_input_grad, shifted_weight_grad
 from ._winograd import applicable as winograd_applicable
 from ._winograd import winograd_forward, winograd_input_grad, winograd_weight_grad
@@ -60,6 +61,28 @@ class ConvGrads(NamedTuple):
 # algorithm choice
 # --------------------------------------------------------------------------
 ALGORITHMS = ("auto", "im2col", "im2row", "shifted", "depthwise", "winograd")
+
+
+def _depthwise_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
+    """Whether the depthwise kernel (one multiply-add pass per tap) beats the shifted kernel
+    (its first-dim split: one batched GEMM per sample, ``k_1·M`` rows per channel) on a
+    depthwise layer (N=16/8, float32, medians of interleaved runs, depthwise vs shifted ms).
+
+    The shifted kernel wins where a channel's GEMM fuses enough taps and outputs, i.e. where
+    M·prod(k) (channel multiplier times taps) is large enough for the pass:
+    - input gradient from 18: M=2 3x3 32@56 6.2-6.6 vs 3.9-4.2, M=1 5x5 96@56 9.0 vs 5.9,
+      7x7 17.8 vs 9.0, M=4 4.9-5.1 vs 2.3-2.4;
+    - forward from 25: M=4 4.6-4.9 vs 3.0, 5x5 128@28 7.8-8.9 vs 4.7-4.9, 7x7 11.5 vs 10.5;
+      5x5 96@56 6.1-6.2 vs 6.0-6.6 (up to 6% slower); but M=2 3x3 (18) 3.0 vs 3.0-3.5;
+    - weight gradient from M >= 2: M=2 3.7-3.8 vs 3.2-3.3, M=4 2.6 vs 2.1-2.2 (5x5 ties).
+    The depthwise kernel keeps 3x3 with M=1 (32@112: 6.9 vs 8.9, 7.3 vs 9.8, 7.4 vs 10.2),
+    strided first dims (no split: 3x3 s2 64@112 9.3 vs 16.9) and small images."""
+    mult = weight_shape[0] // geom.groups
+    if not splits_first_dim(geom):
+        return True
+    if kernel_pass == "weight":
+        return mult < 2
+    return mult * _args.prod(geom.kernel) < (18 if kernel_pass == "input" else 25)
 
 
 def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
@@ -127,7 +150,8 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
 
     ``"auto"`` picks ``"depthwise"`` for one input channel per group with
     groups > 1 (elementwise multiply-adds per kernel offset: as a GEMM,
-    K = prod(k) is too short for BLAS to be fast); ``"winograd"`` F(2x2,3x3)
+    K = prod(k) is too short for BLAS to be fast), except where the shifted kernel's
+    per-channel GEMMs fuse enough taps and outputs (``_depthwise_pays``); ``"winograd"`` F(2x2,3x3)
     for 2-d 3x3 stride-1 dilation-1 layers where it measured faster
     (``_winograd_pays``); ``"shifted"`` (im2col on the flattened padded input,
     ``npconv._shifted``) where its cheaper unfold outweighs its extra columns
@@ -142,7 +166,7 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
     winograd = winograd_applicable(geom, weight_shape)
     if algorithm == "auto":
         if depthwise:
-            return "depthwise"
+            return "depthwise" if _depthwise_pays(geom, weight_shape, kernel_pass) else "shifted"
         if winograd and _winograd_pays(geom, weight_shape, kernel_pass):
             return "winograd"
         if _im2row_pays(geom, weight_shape):
