@@ -319,9 +319,16 @@ def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> li
     for group in lay.taps[0]:
         first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)    # that group's first offset
         reach = slice(rows.start, rows.stop + (group.count - 1) * group.u_step)
-        x0 = unfold(images, inner_geom, lay._replace(taps=first_dim + lay.taps[1:]), reach)
+        inner = lay._replace(taps=first_dim + lay.taps[1:])
+        if images.shape[0] == 1 and _args.prod(inner_geom.kernel) == 1:
+            # one tap per channel (a 1-d kernel, or k x 1 x 1): X̃_0 is a slice of the images
+            ((_, phase, start),) = tap_starts(inner, inner_geom.kernel, reach.start)
+            x0 = images[0, :, phase, start:start + lay.columns(reach.stop - reach.start)]
+        else:
+            x0 = unfold(images, inner_geom, inner, reach)
         parts.append((group, x0.reshape(groups, -1, x0.shape[-1])))
     return parts
+
 
 
 def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
