@@ -57,9 +57,13 @@ one sample if a sample does not fit), at most CACHE_BYTES at a time so that V
 and M stay in the L3 cache between the passes. Every GEMM is per sample —
 ``np.matmul`` over a leading (sample, 16, G) stack — and the weight gradient
 sums the samples one at a time in order, so results do not depend on the
-chunking as long as one sample fits (nor on the batch size). The transforms
-are elementwise adds over flat (sample, channel-block) arrays of about
-BLOCK_BYTES, shared out between npconv's threads; the GEMMs are threaded by BLAS.
+chunking as long as one sample fits (nor on the batch size). The input transform
+is elementwise adds over flat (sample, channel-block) arrays of about BLOCK_BYTES,
+run on the calling thread (``_run_units``). The output transform and the weight
+gradient's δ transform are one GEMM per sample by the Kronecker transform matrix
+(``(Aᵀ ⊗ Aᵀ)`` 4x16, ``(A' ⊗ A')`` 16x4), which BLAS runs on both cores in one
+stream over M or δ; as adds they took 1.5-2x longer. The input transform as a
+GEMM lost (128@28: 2.2 vs 1.1 ms), because its 16 tile elements are 16 strided copies.
 Workspace not counted: U (16/9 of the weight) and one block per thread.
 
 Accuracy. float32 against float64 truth, error = max |y32 - y64| / max Σ|w||x| (the
@@ -223,6 +227,8 @@ def _bt_rows(d, out):
 # that never reach a result: the GEMMs take the first t_r rows as a strided view
 # (BLAS's leading dimension), M's spare row is zeroed and the output transform
 # drops the spares, and in the weight gradient the δ transform is exactly 0 there.
+# (The output and δ transforms read these planes with one GEMM per sample; only the
+# input transform still runs as adds.)
 def _input_transform(x: np.ndarray, pads, mode: str, tile_rows: slice, tiles_w: int, v: np.ndarray):
     """V = Bᵀ d B for the 4x4 input tiles of tile rows ``tile_rows``.
 
