@@ -62,7 +62,7 @@ is elementwise adds over flat (sample, channel-block) arrays of about BLOCK_BYTE
 run on the calling thread (``_run_units``). The output transform and the weight
 gradient's δ transform are one GEMM per sample by the Kronecker transform matrix
 (``(Aᵀ ⊗ Aᵀ)`` 4x16, ``(A' ⊗ A')`` 16x4), which BLAS runs on both cores in one
-stream over M or δ; as adds they took 1.5-2x longer. The input transform as a
+stream over M or δ; as adds they took 1.3-2x longer. The input transform as a
 GEMM lost (128@28: 2.2 vs 1.1 ms), because its 16 tile elements are 16 strided copies.
 Workspace not counted: U (16/9 of the weight) and one block per thread.
 
