@@ -70,6 +70,11 @@ class _Taps(NamedTuple):
     u0: int
     u_step: int
 
+    @property
+    def last_shift(self) -> int:
+        """``u`` of the last offset minus ``u`` of the first: ``(count - 1)·u_step``."""
+        return (self.count - 1) * self.u_step
+
 
 class Layout(NamedTuple):
     """Shapes of the flat phase images of one geometry (see the module docstring)."""
@@ -125,10 +130,10 @@ def layout(geom: _args.Geometry, mode: str) -> Layout:
         taps.append(tuple(_Taps(m0, count, m_step, residues.index(r), u0, u_step)
                           for r, m0, count, m_step, u0, u_step in dim))
     size = [-(-p // s) for p, s in zip(geom.padded_size, geom.stride)]
-    u_max = [max(t.u0 + (t.count - 1) * t.u_step for t in dim) for dim in taps]
+    u_max = [max(t.u0 + t.last_shift for t in dim) for dim in taps]
     if mode == "zeros":
         for i in range(1, geom.d):
-            size[i] = _shared_row([(phases[i][t.phase], t.u0 + (t.count - 1) * t.u_step) for t in taps[i]],
+            size[i] = _shared_row([(phases[i][t.phase], t.u0 + t.last_shift) for t in taps[i]],
                                   geom.stride[i], geom.pads[i], geom.in_size[i], geom.out_size[i])
     row = [1] * geom.d
     for i in range(geom.d - 2, -1, -1):
@@ -311,15 +316,24 @@ def splits_first_dim(geom: _args.Geometry) -> bool:
     return _row_split(geom, layout(geom, "zeros")) is not None
 
 
+def _first_dim_offset(lay: Layout, group: _Taps, j: int = 0) -> Layout:
+    """``lay`` with the first dim reduced to offset ``j`` of the phase ``group``: the layout
+    of ``X̃_0`` (``j = 0``) or of one offset's rows of the split."""
+    return lay._replace(taps=((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),) + lay.taps[1:])
+
+
+def _reach(rows: slice, group: _Taps) -> slice:
+    """The rows of a phase group's first offset that its offsets read for output ``rows``."""
+    return slice(rows.start, rows.stop + group.last_shift)
+
+
 def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
     """``(group, X̃_0)`` for every phase group (``_Taps``) of the first dim: ``X̃_0 (G, K_g/k_1,
     L_q + last shift·R_1)``, the rows of the group's first offset over every column its
     offsets read."""
     parts = []
     for group in lay.taps[0]:
-        first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)    # that group's first offset
-        reach = slice(rows.start, rows.stop + (group.count - 1) * group.u_step)
-        inner = lay._replace(taps=first_dim + lay.taps[1:])
+        reach, inner = _reach(rows, group), _first_dim_offset(lay, group)
         if images.shape[0] == 1 and _args.prod(inner_geom.kernel) == 1:
             # one tap per channel (a 1-d kernel, or k x 1 x 1): X̃_0 is a slice of the images
             ((_, phase, start),) = tap_starts(inner, inner_geom.kernel, reach.start)
@@ -328,7 +342,6 @@ def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> li
             x0 = unfold(images, inner_geom, inner, reach)
         parts.append((group, x0.reshape(groups, -1, x0.shape[-1])))
     return parts
-
 
 
 def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
@@ -471,21 +484,18 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                     if not stack_dx:
                         for j in range(group.count):  # dX̃_a one offset at a time
                             cols = np.matmul(w_t[:, :, j * c_og:(j + 1) * c_og], dy_ext, out=cols)
-                            first_dim = ((_Taps(0, 1, 1, group.phase, group.u0 + j * group.u_step, 1),),)
                             fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
-                                 lay._replace(taps=first_dim + lay.taps[1:]), rows, grad_images)
+                                 _first_dim_offset(lay, group, j), rows, grad_images)
                         continue
                     # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...]
-                    dy_stack = np.zeros((groups, group.count, c_og, columns + (group.count - 1) * group.u_step
-                                         * lay.row[0]), dtype=dy.dtype)
+                    dy_stack = np.zeros((groups, group.count, c_og, columns + group.last_shift * lay.row[0]),
+                                        dtype=dy.dtype)
                     for j in range(group.count):
                         shift = j * group.u_step * lay.row[0]
                         dy_stack[:, j, :, shift:shift + columns] = dy_ext
                     cols = np.matmul(w_t, dy_stack.reshape(groups, -1, dy_stack.shape[-1]))
-                    first_dim = ((_Taps(0, 1, 1, group.phase, group.u0, 1),),)
-                    reach = slice(rows.start, rows.stop + (group.count - 1) * group.u_step)
                     fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
-                         lay._replace(taps=first_dim + lay.taps[1:]), reach, grad_images)
+                         _first_dim_offset(lay, group), _reach(rows, group), grad_images)
             else:
                 cols = np.matmul(w_mat_t, dy_ext)                         # dX̃_g (G, K, n·L_q)
                 fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, grad_images)
