@@ -690,44 +690,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _argument_type(convert, valid, expected: str):
+    """An argparse ``type=``: ``convert(text)`` when it parses and ``valid`` holds, else a
+    one-line error ``expected <expected>, got <text>``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
-    return value
+_positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
+_seconds = _argument_type(float, lambda v: 0.0 <= v < math.inf, "a number of seconds >= 0")
+_share = _argument_type(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
 
 
 def build_parser() -> argparse.ArgumentParser:
