@@ -37,9 +37,43 @@ def test_layout_of_a_3x3x3_volume():
     geom = _geometry(x, w, padding=1)
     lay = sh.layout(geom, "zeros")
     assert (lay.size, lay.row, lay.columns(16)) == ((19, 17, 17), (289, 17, 1), 16 * 289)
-    assert sh.overcompute(geom) == pytest.approx(16 * 289 / 4096)
     lay = sh.layout(geom, "reflect")
     assert (lay.size, lay.row, lay.columns(16)) == ((19, 18, 18), (324, 18, 1), 16 * 324)
+
+
+def test_wrapped_layout_of_a_3x3x3_volume():
+    """The GEMM kernels' layout: the inner dims drop their padding (16, not 17, per row), the
+    data grid starts p_lo rows and columns in (lead 1·16 + 1), and L_q = L = 4096: every
+    column is an output. Offsets 0 and 2 of each inner dim wrap at o = 0 and o = 15; the
+    first dim keeps its zero planes (16 + 2 + the spare). Other modes keep their layout."""
+    x = np.zeros((1, 2, 16, 16, 16))
+    geom = _geometry(x, np.zeros((4, 2, 3, 3, 3)), padding=1)
+    lay = sh.layout(geom, "zeros", wrap=True)
+    assert (lay.size, lay.row, lay.columns(16), lay.lead) == ((19, 16, 16), (256, 16, 1), 4096, 17)
+    assert lay.wrap == ((), ((0, 1, 16), (2, 0, 15)), ((0, 1, 16), (2, 0, 15)))
+    assert lay.dense and sh.overcompute(geom) == 1.0
+    assert sh.layout(geom, "reflect", wrap=True) == sh.layout(geom, "reflect")
+    # an inner stride keeps the shared borders
+    strided = _geometry(x, np.zeros((4, 2, 3, 3, 3)), (1, 1, 2), 1)
+    assert sh.layout(strided, "zeros", wrap=True) == sh.layout(strided, "zeros")
+
+
+@pytest.mark.parametrize("size, kernel, dilation, pads, expected", [
+    # (T, wrapped (m, a, b)): zero X̃'s columns o < a and b <= o < O of offset m
+    (16, 3, 1, (1, 1), (16, ((0, 1, 16), (2, 0, 15)))),
+    (16, 3, 1, (0, 0), (16, ())),                   # valid: O = 14, reads past 15 only from o >= 14
+    (16, 3, 1, (2, 0), (16, ((0, 2, 16), (1, 1, 16)))),
+    (16, 3, 2, (2, 2), (16, ((0, 2, 16), (2, 0, 14)))),
+    (10, 1, 1, (5, 5), (20, ())),                   # O = T = 20: 10 zeros between rows' data
+    (4, 3, 1, (3, 3), (8, ())),                     # O = T = 8: 4 zeros between rows' data
+    (4, 3, 1, (3, 0), (5, ((0, 2, 5), (1, 1, 5)))),  # O = T = 5: one zero, i = -3, -2 wrap
+])
+def test_wrapped_dim(size, kernel, dilation, pads, expected):
+    """Offset m reads data index o + m·dil - p_lo; with T = max(O, S) it lands in the row
+    before for i < S - T and in the row after for i >= T (``_wrapped_dim``)."""
+    x = np.zeros((1, 1, 4, size))
+    geom = _geometry(x, np.zeros((1, 1, 1, kernel)), 1, ((0, 0), pads), (1, dilation))
+    assert sh._wrapped_dim(geom, 1) == expected
 
 
 @pytest.mark.parametrize("size, kernel, stride, dilation, pads, expected", [
@@ -76,15 +110,18 @@ def test_taps_grouped_by_phase(kernel, stride, dilation, expected):
     assert sorted(seen) == list(range(kernel))
 
 
+@pytest.mark.parametrize("wrap", [False, True])
 @pytest.mark.parametrize("stride, dilation, pads", [
-    (1, 1, ((1, 1), (1, 1))), (2, 1, ((3, 2), (0, 1))), (3, 2, ((2, 2), (1, 0))), ((2, 1), (1, 3), ((0, 0), (3, 3)))])
-def test_unfold_fold_are_adjoint(rng, stride, dilation, pads):
+    (1, 1, ((1, 1), (1, 1))), (2, 1, ((3, 2), (0, 1))), (3, 2, ((2, 2), (1, 0))), ((2, 1), (1, 3), ((0, 0), (3, 3))),
+    ((2, 1), (1, 2), ((1, 0), (4, 0))), (1, 1, ((0, 0), (3, 0)))])
+def test_unfold_fold_are_adjoint(rng, stride, dilation, pads, wrap):
     """<unfold(x), c> = <x, fold(c)> on the phase images, and the unfold rows are the
-    window view's rows (with garbage columns where o_i >= O_i)."""
+    window view's rows (with garbage columns where o_i >= O_i); with the wrapped layout too,
+    whose reads across a row edge are zeroed on both sides."""
     x = rng.standard_normal((2, 3, 9, 8))
     w = np.zeros((2, 3, 3, 3))
     geom = _geometry(x, w, stride, tuple(pads), dilation)
-    lay = sh.layout(geom, "zeros")
+    lay = sh.layout(geom, "zeros", wrap=wrap)
     images = sh.phase_images(x, geom, lay, "zeros")
     rows = slice(0, geom.out_size[0])
     cols = sh.unfold(images, geom, lay, rows)                         # (C, *k, n, L_q)
@@ -182,6 +219,32 @@ def test_split_random_configs(kernel_matches_torch, monkeypatch, data):
                          groups=groups, mode=mode)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_wrapped_random_configs(kernel_matches_torch, monkeypatch, data):
+    """The wrapped layout (zero padding, inner strides 1): kernels up to 4 taps, dilations up
+    to 3, pads up to 4 on either side (wider than the kernel: rows with O > S), images from
+    smaller than the kernel's reach to large enough for the first-dim split, a first-dim
+    stride, groups, both dx forms, and row runs under a small workspace limit."""
+    d = data.draw(st.sampled_from([2, 3]))
+    kernel = tuple(data.draw(st.integers(1, 4)) for _ in range(d))
+    stride = (data.draw(st.integers(1, 2)),) + (1,) * (d - 1)
+    dilation = tuple(data.draw(st.integers(1, 3)) for _ in range(d))
+    pads = tuple(tuple(data.draw(st.integers(0, 4)) for _ in range(2)) for _ in range(d))
+    large = data.draw(st.booleans())
+    size = tuple(data.draw(st.integers(8, 40) if large and d == 2 else st.integers(1, 12)) for _ in range(d))
+    groups = data.draw(st.integers(1, 2))
+    x = np.random.default_rng(1).standard_normal((2, 2 * groups) + size)
+    w = np.random.default_rng(2).standard_normal((groups * data.draw(st.sampled_from([1, 3])), 2) + kernel)
+    assume(all(n + lo + hi >= dil * (k - 1) + 1 for n, (lo, hi), dil, k in zip(size, pads, dilation, kernel)))
+    geom = _geometry(x, w, stride, pads, dilation, groups)
+    assert sh.layout(geom, "zeros", wrap=True).size[1:] == tuple(max(o, i) for o, i in
+                                                                 zip(geom.out_size[1:], size[1:]))
+    monkeypatch.setattr(sh, "SPLIT_DX_BYTES", data.draw(st.sampled_from([0, 2**62])))
+    kernel_matches_torch(x, w, "shifted", stride=stride, padding=pads, dilation=dilation, groups=groups,
+                         limit=data.draw(st.sampled_from([None, 64])))
+
+
 def test_no_split_with_a_first_dim_stride():
     x = np.zeros((1, 3, 64, 64))
     geom = _geometry(x, np.zeros((4, 3, 3, 3)), 2, 1)
@@ -206,7 +269,7 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     ((8, 3, 224, 224), (64, 3, 7, 7), 2, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 256, 14, 14), (256, 256, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
-    ((8, 64, 2, 2), (64, 64, 3, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
+    ((8, 64, 2, 2), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 64, 28, 28), (64, 64, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
     ((8, 96, 40, 40), (96, 96, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
