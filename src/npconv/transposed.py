@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from . import _args
 from .convolution import (ConvGrads, _add_bias, _batched_grad, _conv_forward, _conv_input_grad,
-                   _conv_weight_grad, _finish, _grads, select_algorithm)
+                   _conv_weight_grad, _finish, _grads, bias_grad, select_algorithm)
 
 
 def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -118,7 +118,7 @@ def conv_transpose_grad(dy, x, weight, stride=1, padding=0, output_padding=0, gr
     select_algorithm(algorithm, geom, call.weight.shape, fn)  # validate before any work
     dx = _conv_forward(dy, call.weight, geom, "zeros", algorithm)           # c(dy)
     dweight = _conv_weight_grad(dy, call.x, geom, "zeros", algorithm)       # input dy, output gradient x
-    dbias = dy.sum(axis=(0,) + tuple(range(2, dy.ndim))) if bias else None
+    dbias = bias_grad(dy) if bias else None
     return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
 
 
