@@ -58,17 +58,20 @@ def test_finite_differences(rng, numerical_grad, assert_close):
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, expected", [
-    ((32, 32, 16, 16), (32, 32, 3, 3), 1, 1, "im2row"),      # ResNet-20 stage 2
-    ((32, 64, 8, 8), (64, 64, 3, 3), 1, 1, "im2row"),        # stage 3
-    ((32, 16, 32, 32), (32, 16, 3, 3), 2, 1, "im2row"),      # 16 -> 32, stride 2
-    ((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, None),          # 49 positions < 512 channels
-    ((8, 64, 16, 16), (64, 64, 1, 1), 1, 0, None),           # pointwise: im2col needs no unfold
-    ((8, 16, 16, 16, 16), (32, 16, 3, 3, 3), 1, 1, None),    # 3-d
+    # the passes that take im2row: forward, weight, input
+    ((32, 32, 16, 16), (32, 32, 3, 3), 1, 1, (True, True, False)),     # ResNet-20 stage 2
+    ((32, 64, 8, 8), (64, 64, 3, 3), 1, 1, (True, True, True)),        # stage 3
+    ((32, 16, 32, 32), (32, 16, 3, 3), 2, 1, (True, True, False)),     # 16 -> 32, stride 2
+    ((32, 32, 16, 16), (64, 32, 3, 3), 2, 1, (True, True, True)),      # 32 -> 64, stride 2
+    ((32, 128, 16, 16), (128, 128, 3, 3), 1, 1, (False, False, False)),  # > 64 channels
+    ((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, (False, False, False)),   # 49 positions < 512 channels
+    ((8, 64, 16, 16), (64, 64, 1, 1), 1, 0, (False, False, False)),    # pointwise: im2col needs no unfold
+    ((8, 16, 16, 16, 16), (32, 16, 3, 3, 3), 1, 1, (False, False, False)),  # 3-d
 ])
 def test_what_auto_picks(shape, kernel, stride, padding, expected):
     x = np.zeros((1,) + shape[1:])
     w = np.zeros(kernel)
     geom = _args.conv_call(x, w, None, stride, padding, 1, 1, "zeros").geom
-    for kernel_pass in ("forward", "weight", "input"):
-        picked = select_algorithm("auto", geom, w.shape, kernel_pass=kernel_pass)
-        assert (picked == "im2row") == (expected == "im2row"), (kernel_pass, picked)
+    picked = tuple(select_algorithm("auto", geom, w.shape, kernel_pass=p) == "im2row"
+                   for p in ("forward", "weight", "input"))
+    assert picked == expected

@@ -129,7 +129,7 @@ def _shifted_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
     return shifted_overcompute(geom) <= 1.3
 
 
-def _im2row_pays(geom: _args.Geometry, weight_shape) -> bool:
+def _im2row_pays(geom: _args.Geometry, weight_shape, kernel_pass: str = "forward") -> bool:
     """Where the channels-last unfold (``_im2row``) measured faster (N=32, float32):
     small images (last output dim <= 16, where im2col's copy moves runs of O_d elements
     and the shifted kernel's tiles take several samples), groups = 1, d = 2 (conv3d 16->32@16
@@ -137,7 +137,18 @@ def _im2row_pays(geom: _args.Geometry, weight_shape) -> bool:
     as many positions per sample as output channels (its weight reorder, C_out·K elements,
     stays small next to X̃). ResNet-20's 32@16: forward 1.1 vs 1.5 ms, dx 2.1 vs 2.4;
     64@8: 0.7 vs 1.4, 1.0 vs 1.5; 16->32 s2 @32: 0.9 vs 1.8. Not 512@7 (49 positions,
-    512 channels: 9.4 vs 6.1 ms, the weight reorder alone 4 ms) or 256@14."""
+    512 channels: 9.4 vs 6.1 ms, the weight reorder alone 4 ms) or 256@14.
+
+    Against the shifted kernel on its wrapped layout (im2row vs auto without it, ms): the
+    input gradient only on outputs of at most 8 per row (32->64 s2 @16: 0.85 vs 0.98;
+    64->128 s2 @16, N=8: 2.3 vs 2.4), not above (32@16: 2.0 vs 1.9, 16->32 s2 @32: 1.8-2.3
+    vs 1.5-1.6, 64@16: 4.1-4.4 vs 3.7); forward and weight gradient not with more than 64
+    output channels at stride 1 (128@16: 10.1 vs 8.1, 10.9 vs 7.8; 128@14: 1.8 vs 1.6)."""
+    if kernel_pass == "input":
+        if geom.out_size[-1] > 8:
+            return False
+    elif weight_shape[0] > 64 and all(s == 1 for s in geom.stride):
+        return False
     return (geom.groups == 1 and geom.d == 2 and geom.out_size[-1] <= 16
             and not geom.pointwise                                   # im2col: no unfold at all
             and _args.prod(geom.out_size) >= weight_shape[0])
@@ -169,7 +180,7 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
             return "depthwise" if _depthwise_pays(geom, weight_shape, kernel_pass) else "shifted"
         if winograd and _winograd_pays(geom, weight_shape, kernel_pass):
             return "winograd"
-        if _im2row_pays(geom, weight_shape):
+        if _im2row_pays(geom, weight_shape, kernel_pass):
             return "im2row"
         if kernel_pass == "input" and _phases_fit(geom, weight_shape):
             return "im2col"
