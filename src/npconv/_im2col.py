@@ -50,6 +50,18 @@ def kernel_windows(kernel, stride, dilation, out_size) -> list:
             for offset in itertools.product(*(range(k) for k in kernel))]
 
 
+def gemm_empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` for a GEMM operand or result, as a view whose rows (the last
+    axis) are not a multiple of 4 KiB apart: such rows share one L1 set (4K aliasing), and
+    OpenBLAS packs and stores them up to 30% slower (conv1d 64@4096, per sample: W̃X̃ 330 vs
+    240 µs, W̃ᵀδ 290 vs 235 µs with rows 16 elements longer). Other lengths are unpadded."""
+    length = shape[-1]
+    itemsize = np.dtype(dtype).itemsize
+    if length == 0 or (length * itemsize) % 4096:
+        return np.empty(shape, dtype=dtype)
+    return np.empty(tuple(shape[:-1]) + (length + 64 // itemsize,), dtype=dtype)[..., :length]
+
+
 def store(dst: np.ndarray, src: np.ndarray, bias=None) -> np.ndarray:
     """``dst[...] = src``, plus ``bias (C,)`` along axis 1 when given: the bias of
     ``Y = W̃ X̃ + b`` added while the output is written anyway (one pass, not two)."""

@@ -61,7 +61,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import _args
 from ._config import parallel_for, work_chunks
-from ._im2col import ProductSum, store
+from ._im2col import ProductSum, gemm_empty, store
 from ._padding import pad, pad_adjoint
 
 # Samples per GEMM tile: B = ceil(TILE_COLUMNS / L_q), in practice one sample unless the
@@ -289,7 +289,8 @@ def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -
     """
     n, c = images.shape[:2]
     columns = lay.columns(rows.stop - rows.start)
-    cols = np.empty((c,) + tuple(geom.kernel) + (n, columns), dtype=images.dtype)
+    cols = gemm_empty((c,) + tuple(geom.kernel) + (n * columns,), images.dtype)
+    cols = cols.reshape(cols.shape[:-1] + (n, columns))
     item = images.itemsize
     sources = []
     for taps in itertools.product(*lay.taps):
@@ -410,6 +411,19 @@ def _reach(rows: slice, group: _Taps) -> slice:
     return slice(rows.start, rows.stop + group.last_shift)
 
 
+def _data_rows(geom: _args.Geometry, group: _Taps, reach: slice, mode: str) -> slice:
+    """The rows of ``reach`` (of a phase group's first offset, as ``_reach``) that the fold
+    adds onto input rows, for zero padding and a first-dim stride of 1; the others land on
+    the padding, which the gradient drops (conv3d 16->32@16: 16 of 18 planes, dx 4.1 -> 3.8
+    ms). Column row ``r`` reaches image row ``r + u0``; its inner offsets stay in that row
+    (a read past a row's end lands on zeros in the forward: wrapped columns are masked,
+    shared borders are padding), so nothing else is lost."""
+    if mode != "zeros" or geom.stride[0] != 1:
+        return reach
+    lo = geom.pads[0][0] - group.u0
+    return slice(max(reach.start, lo), max(max(reach.start, lo), min(reach.stop, lo + geom.in_size[0])))
+
+
 def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
     """``(group, X̃_0)`` for every phase group (``_Taps``) of the first dim: ``X̃_0 (G, K_g/k_1,
     L_q + last shift·R_1)``, the rows of the group's first offset over every column its
@@ -467,7 +481,8 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             # Z = [W̃_a; ...] X̃_0 per phase group, then Y = Σ_a Z_a shifted left by u_a·R_1 columns
             columns, y_ext = lay.columns(rows.stop - rows.start), None
             for (group, x0), w_stack in zip(_inner_cols(images, inner_geom, lay, rows, groups), w_stacks):
-                z = np.matmul(w_stack, x0).reshape(groups, group.count, c_out // groups, -1)
+                z = np.matmul(w_stack, x0, out=gemm_empty(w_stack.shape[:2] + x0.shape[-1:], x.dtype))
+                z = z.reshape(groups, group.count, c_out // groups, -1)
                 for j in range(group.count):
                     shift = j * group.u_step * lay.row[0]
                     if y_ext is None:
@@ -476,7 +491,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
                         y_ext += z[:, j, :, shift:shift + columns]
         else:
             cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
-            y_ext = np.matmul(w_mat, cols)                                # Y_g at every q < L_q
+            y_ext = np.matmul(w_mat, cols, out=gemm_empty(w_mat.shape[:2] + cols.shape[-1:], x.dtype))
         y_ext = y_ext.reshape(c_out, n, -1)
         store(y[samples, :, rows], valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1), bias)
     return y
@@ -566,6 +581,8 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                 for group, w_t in zip(lay.taps[0], w_stack_t):
                     if not stack_dx:
                         for j in range(group.count):  # dX̃_a one offset at a time
+                            if cols is None:
+                                cols = gemm_empty(w_t.shape[:2] + dy_ext.shape[-1:], dy.dtype)
                             cols = np.matmul(w_t[:, :, j * c_og:(j + 1) * c_og], dy_ext, out=cols)
                             fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
                                  _first_dim_offset(lay, group, j), rows, grad_images)
@@ -576,11 +593,18 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                     for j in range(group.count):
                         shift = j * group.u_step * lay.row[0]
                         dy_stack[:, j, :, shift:shift + columns] = dy_ext
-                    cols = np.matmul(w_t, dy_stack.reshape(groups, -1, dy_stack.shape[-1]))
+                    # only the columns whose first-dim row lands on the input, not on its padding
+                    reach = _data_rows(geom, group, _reach(rows, group), mode)
+                    if reach.stop <= reach.start:
+                        continue
+                    window = slice((reach.start - rows.start) * lay.row[0], (reach.stop - rows.start) * lay.row[0])
+                    cols = np.matmul(w_t, dy_stack.reshape(groups, -1, dy_stack.shape[-1])[..., window],
+                                     out=gemm_empty((groups, w_t.shape[1], window.stop - window.start), dy.dtype))
                     fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
-                         _first_dim_offset(lay, group), _reach(rows, group), grad_images)
+                         _first_dim_offset(lay, group), reach, grad_images)
             else:
-                cols = np.matmul(w_mat_t, dy_ext)                         # dX̃_g (G, K, n·L_q)
+                cols = np.matmul(w_mat_t, dy_ext,                         # dX̃_g (G, K, n·L_q)
+                                 out=gemm_empty(w_mat_t.shape[:2] + dy_ext.shape[-1:], dy.dtype))
                 fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, grad_images)
     dweight = None
     if x is not None:

@@ -40,7 +40,7 @@ import numpy as np
 from . import _args
 from ._config import get_workspace_limit, work_chunks
 from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
-from ._im2col import ProductSum, copy_parallel, fold_padded, window_view
+from ._im2col import ProductSum, copy_parallel, fold_padded, gemm_empty, window_view
 from ._im2row import im2row_forward, im2row_input_grad, im2row_weight_grad
 from ._shifted import overcompute as shifted_overcompute
 from ._shifted import splits_first_dim
@@ -245,9 +245,10 @@ def _unfold_grouped(xp: np.ndarray, geom: _args.Geometry, out_size) -> np.ndarra
         return xp.reshape(geom.groups, -1, _args.prod(out_size))   # 1x1, stride 1: X̃ is x itself
     view = window_view(xp, geom.kernel, geom.stride, geom.dilation, out_size)  # (n, C_in, *k, *O)
     perm = tuple(range(1, 2 + d)) + (0,) + tuple(range(2 + d, 2 + 2 * d))     # (C_in, *k, n, *O)
-    cols = copy_parallel(np.empty(tuple(view.shape[i] for i in perm), dtype=xp.dtype),
-                         view.transpose(perm))
-    return cols.reshape(geom.groups, -1, n * _args.prod(out_size))
+    columns = n * _args.prod(out_size)
+    cols = gemm_empty(view.shape[1:2 + d] + (columns,), xp.dtype)             # (C_in, *k, n·L)
+    copy_parallel(cols.reshape(cols.shape[:-1] + (n,) + tuple(out_size)), view.transpose(perm))
+    return cols.reshape(geom.groups, -1, columns)
 
 
 def _input_cols(x: np.ndarray, geom: _args.Geometry, mode: str):
@@ -412,7 +413,8 @@ def _conv_input_grad_fold(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
         n = dxp.shape[0]
         out_size = (rows.stop - rows.start,) + geom.out_size[1:]
         dy_rows = _group_rows(dy[batch_slice, :, rows], groups)           # δ_g (G, C_og, n·L)
-        dx_cols = np.matmul(w_mat_t, dy_rows)                              # dX̃_g (G, K, n·L)
+        dx_cols = np.matmul(w_mat_t, dy_rows,                              # dX̃_g (G, K, n·L)
+                            out=gemm_empty(w_mat_t.shape[:2] + dy_rows.shape[-1:], dy.dtype))
         # (G, K, n·L) = (C_in, *k, n, *O) -> view (C_in, n, *k, *O) for the strided col2im adds,
         # which run over cache-sized blocks of channels
         dx_cols = np.moveaxis(dx_cols.reshape((c_in,) + geom.kernel + (n,) + out_size), geom.d + 1, 1)
