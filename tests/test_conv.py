@@ -839,3 +839,33 @@ def test_bias_grad(rng, shape):
     dy[(0, shape[1] - 1) + (0,) * (dy.ndim - 2)] = np.nan
     db = bias_grad(dy)
     assert np.isnan(db[-1]) and (shape[1] == 1 or db[0] == np.inf)
+
+
+@pytest.mark.parametrize("shape, dtype, padded", [
+    ((3, 1024), np.float32, True), ((2, 5, 512), np.float64, True), ((2, 2048), np.float32, True),
+    ((4, 1000), np.float32, False), ((3, 256), np.float32, False)])
+def test_gemm_buffers_avoid_rows_4k_apart(shape, dtype, padded):
+    """GEMM operands whose rows would be a multiple of 4 KiB apart get 64 bytes more per row
+    (4K aliasing in OpenBLAS's packing); other shapes stay contiguous."""
+    from npconv._im2col import gemm_empty
+
+    buffer = gemm_empty(shape, dtype)
+    assert buffer.shape == shape and buffer.dtype == dtype
+    assert buffer.strides[-1] == np.dtype(dtype).itemsize
+    assert buffer.flags.c_contiguous != padded
+    if padded:
+        assert buffer.strides[-2] % 4096 == 64
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "shifted"])
+@pytest.mark.parametrize("shape, kernel, padding", [
+    ((2, 3, 512), (4, 3, 3), 1),             # float64 rows of 512: 4 KiB
+    ((2, 3, 16, 32), (4, 3, 3, 3), 1),       # a 16x32 image: 512 positions
+    ((3, 2, 8, 8, 8), (4, 2, 3, 3, 3), 1),   # 8^3
+    ((2, 3, 16, 32), (4, 3, 1, 1), 0),       # pointwise: X̃ is x itself
+])
+def test_kernels_on_rows_4k_apart(kernel_matches_torch, rng, algorithm, shape, kernel, padding):
+    """Forward and gradients through the padded GEMM buffers, against torch in float64."""
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(kernel)
+    kernel_matches_torch(x, w, algorithm, padding=padding)
