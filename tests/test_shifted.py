@@ -161,13 +161,15 @@ def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, si
     of X̃_0, also in row runs; dx by the stacked δ (C_og <= C_ig·prod(inner k) here) whatever
     SPLIT_DX_BYTES, or unsplit when it is forced off for the other cases."""
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0 if split_dx else 2**62)
+    monkeypatch.setattr(sh, "TILE_BYTES", 0)            # one sample per tile: the split
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel[:d]
     stride = (1,) + (inner_stride,) * (d - 1)
     size = (size,) + (size * inner_stride,) * (d - 1)     # (>= 512 columns either way)
     x = rng.standard_normal((3, c_in) + size)
     w = rng.standard_normal((c_out, c_in // groups) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, groups, mode)
-    assert (sh._row_split(geom, sh.layout(geom, "zeros")) is not None) == (kernel[0] > 1)
+    bytes_per_column = _args.unfolded_bytes(c_in, kernel, x.itemsize)
+    assert (sh._row_split(geom, sh.layout(geom, "zeros"), bytes_per_column) is not None) == (kernel[0] > 1)
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=groups, mode=mode, limit=limit)
 
@@ -183,11 +185,13 @@ def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d
     where C_og <= C_ig·prod(inner k) (c_out 6), else one per offset (c_out 30: C_og = 15 >
     2·7), forced on here with SPLIT_DX_BYTES = 0."""
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0)
+    monkeypatch.setattr(sh, "TILE_BYTES", 0)
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel
     x = rng.standard_normal((2, 4) + (size,) * d)
     w = rng.standard_normal((c_out, 2) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, 2, mode)
-    assert sh._row_split(geom, sh.layout(geom, "zeros"), any_stride=True) is not None
+    assert sh._row_split(geom, sh.layout(geom, "zeros"), _args.unfolded_bytes(4, kernel, 8),
+                         any_stride=True) is not None
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=2, mode=mode, dx_only=True)
 
@@ -210,6 +214,7 @@ def test_split_random_configs(kernel_matches_torch, monkeypatch, data):
     base = (14, 48) if d == 2 else (6, 12, 12)          # per unit of stride: >= 512 columns mostly
     size = tuple(b * s + data.draw(st.integers(0, 3)) for b, s in zip(base, stride))
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", data.draw(st.sampled_from([0, 2**62])))
+    monkeypatch.setattr(sh, "TILE_BYTES", 0)            # one sample per tile: the split
     x = np.random.default_rng(1).standard_normal((2, 2 * groups) + size)
     w = np.random.default_rng(2).standard_normal((c_out, 2) + kernel)
     geom = _geometry(x, w, stride, pads, dilation, groups, mode)
@@ -241,15 +246,35 @@ def test_wrapped_random_configs(kernel_matches_torch, monkeypatch, data):
     assert sh.layout(geom, "zeros", wrap=True).size[1:] == tuple(max(o, i) for o, i in
                                                                  zip(geom.out_size[1:], size[1:]))
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", data.draw(st.sampled_from([0, 2**62])))
+    monkeypatch.setattr(sh, "TILE_BYTES", data.draw(st.sampled_from([0, sh.TILE_BYTES])))
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=pads, dilation=dilation, groups=groups,
                          limit=data.draw(st.sampled_from([None, 64])))
 
 
-def test_no_split_with_a_first_dim_stride():
+def test_no_split_with_a_first_dim_stride(monkeypatch):
+    monkeypatch.setattr(sh, "TILE_BYTES", 0)
     x = np.zeros((1, 3, 64, 64))
     geom = _geometry(x, np.zeros((4, 3, 3, 3)), 2, 1)
     assert sh.layout(geom, "zeros").columns(geom.out_size[0]) >= sh.TILE_COLUMNS
-    assert sh._row_split(geom, sh.layout(geom, "zeros")) is None
+    assert sh._row_split(geom, sh.layout(geom, "zeros"), _args.unfolded_bytes(3, (3, 3), 8)) is None
+
+
+@pytest.mark.parametrize("c_in, size, dtype, samples", [
+    (16, 32, np.float32, 5),    # ResNet-20's 16@32: 576 B per column, 1024 columns: 5 per 3 MiB
+    (16, 32, np.float64, 2),
+    (64, 56, np.float32, 1),    # 2304 B x 3136 columns: one sample, split by first-dim offset
+    (512, 7, np.float32, 11),   # at least TILE_COLUMNS = 512 columns: ceil(512 / 49)
+])
+def test_samples_per_tile(c_in, size, dtype, samples):
+    """Tiles take at least TILE_COLUMNS columns, and more samples while their unfold stays
+    under TILE_BYTES; the first-dim split runs where a tile is one sample."""
+    x = np.zeros((1, c_in, size, size), dtype=dtype)
+    geom = _geometry(x, np.zeros((c_in, c_in, 3, 3), dtype=dtype), 1, 1)
+    lay = sh.layout(geom, "zeros", wrap=True)
+    bytes_per_column = _args.unfolded_bytes(c_in, (3, 3), np.dtype(dtype).itemsize)
+    assert sh._tile_samples(lay, bytes_per_column) == samples
+    assert (sh._row_split(geom, lay, bytes_per_column) is not None) == (samples == 1)
+    assert sh.splits_first_dim(geom, c_in, np.dtype(dtype).itemsize) == (samples == 1)
 
 
 def test_finite_differences(rng, numerical_grad, assert_close):
@@ -306,14 +331,15 @@ def test_what_auto_picks_for_depthwise_layers(channels, mult, size, kernel, stri
 
 
 @pytest.mark.parametrize("mult, kernel, dilation", [(2, 3, 1), (3, (3, 1), 1), (1, 5, 1), (2, 3, 2)])
-def test_depthwise_layers_on_the_split(kernel_matches_torch, rng, mult, kernel, dilation):
+def test_depthwise_layers_on_the_split(kernel_matches_torch, rng, monkeypatch, mult, kernel, dilation):
     """Depthwise layers that "auto" gives to the shifted kernel's first-dim split (a GEMM per
     channel with k_1·M rows) match torch, forward and gradients."""
     kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = rng.standard_normal((2, 3, 24, 30))
     w = rng.standard_normal((3 * mult, 1) + kernel)
     geom = _geometry(x, w, 1, 2, dilation, 3)
-    assert sh.splits_first_dim(geom)
+    monkeypatch.setattr(sh, "TILE_BYTES", 0)            # one sample per tile: the split
+    assert sh.splits_first_dim(geom, 3)
     kernel_matches_torch(x, w, "auto", padding=2, dilation=dilation, groups=3)
 
 

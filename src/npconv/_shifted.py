@@ -46,8 +46,8 @@ columns and zero on the garbage ones (so they add nothing)::
     dW̃ = δ_ext X̃ᵀ          dX̃ = W̃ᵀ δ_ext, added back slice by slice (col2im)
 
 Tiles, row runs under the workspace limit and the summation order follow the
-im2col kernel (``npconv.convolution``): ``B = ceil(TILE_COLUMNS / L_q)``
-samples per GEMM.
+im2col kernel (``npconv.convolution``), with tiles of ``_tile_samples`` samples
+per GEMM (fixed by the shapes and dtype).
 """
 from __future__ import annotations
 
@@ -64,11 +64,24 @@ from ._config import parallel_for, work_chunks
 from ._im2col import ProductSum, gemm_empty, store
 from ._padding import pad, pad_adjoint
 
-# Samples per GEMM tile: B = ceil(TILE_COLUMNS / L_q), in practice one sample unless the
+# Samples per GEMM tile: at least B = ceil(TILE_COLUMNS / L_q), one sample unless the
 # image is small. Smaller tiles than im2col's keep X̃ nearer the cache (N=8, float32,
 # 3x3 s2 64->128@56, 512 against 2048 columns: forward 4.6 vs 5.3 ms, dW 4.9 vs 5.9,
 # dx 6.1 vs 6.8; 1x1 s2 forward 5.8 vs 6.2; neutral on the stem, conv3d, 512@7, 256@14).
 TILE_COLUMNS = 512
+# ... and more samples while a tile's unfold stays under TILE_BYTES: few channels make small
+# per-sample GEMMs (ResNet-20's 16@32, N=32: 5 samples per tile instead of the first-dim
+# split's one, forward 2.6 -> 1.7-2.1 ms, dW 2.0 -> 1.6-1.8; dx of 32@16 2.0-2.5 -> 1.6-2.0,
+# 16->32 s2 1.6-2.1 -> 1.2-1.6). 4 MiB lost on 3x3 s2 64->128@56 (two samples: forward
+# 4.5 -> 4.8 ms), whose one sample is 1.9 MiB.
+TILE_BYTES = 3 * 2**20
+
+
+def _tile_samples(lay: "Layout", bytes_per_column: int) -> int:
+    """Samples per GEMM tile: at least TILE_COLUMNS columns, and more while the tile's
+    unfold (``bytes_per_column`` per column) stays under TILE_BYTES."""
+    per_sample = lay.columns(lay.out_size[0])
+    return max(1, -(-TILE_COLUMNS // per_sample), TILE_BYTES // max(1, bytes_per_column * per_sample))
 
 
 class _Taps(NamedTuple):
@@ -206,8 +219,8 @@ def overcompute(geom: _args.Geometry, mode: str = "zeros") -> float:
 
 def _chunks(batch: int, lay: Layout, bytes_per_column: int):
     """(samples, output rows of the first dim) pieces (``_config.work_chunks``): tiles of
-    ``ceil(TILE_COLUMNS / L_q)`` samples, a row being ``R_1`` columns."""
-    tile = max(1, -(-TILE_COLUMNS // lay.columns(lay.out_size[0])))
+    ``_tile_samples`` samples, a row being ``R_1`` columns."""
+    tile = _tile_samples(lay, bytes_per_column)
     return work_chunks(batch, lay.out_size[0], tile, bytes_per_column * lay.row[0])
 
 
@@ -382,22 +395,24 @@ def _extended(dy_rows: np.ndarray, lay: Layout) -> np.ndarray:
 #     Y = Σ_a W̃_a X̃_0[:, u_a·R_1 :][:, :L_q],    dW̃_aᵀ = X̃_0[...] δ_extᵀ
 # k_1 GEMMs with K/k_1 rows against writing (and reading) a k_1/groups times larger
 # unfold: 64@56 forward 6.1 vs 7.3 ms, conv3d 16->32@16 5.5 vs 8.1 ms (N=8, float32).
-def _row_split(geom: _args.Geometry, lay: Layout, any_stride: bool = False):
+def _row_split(geom: _args.Geometry, lay: Layout, bytes_per_column: int, any_stride: bool = False):
     """The geometry of ``X̃_0`` (first kernel dim 1), or None where the split does not apply
-    or did not pay: a first kernel dim of 1, tiles of several samples (small images), or,
+    or did not pay: a first kernel dim of 1, tiles of several samples (small images or few
+    channels, ``_tile_samples``), or,
     unless ``any_stride`` (the input gradient), a first-dim stride > 1 (its phase groups save
     only k_1/s_1 of the unfold, and the thin GEMMs lost: 3x3 s2 64->128@56 forward 4.9 vs
     4.7 ms, the 7x7 s2 stem 13.6 vs 11.6; with the offsets of a phase group stacked into
     one GEMM still 4.6 vs 4.2 and 17.6 vs 9.3)."""
     if (geom.kernel[0] == 1 or (geom.stride[0] != 1 and not any_stride)
-            or lay.columns(lay.out_size[0]) < TILE_COLUMNS):
+            or _tile_samples(lay, bytes_per_column) > 1):
         return None
     return geom._replace(kernel=(1,) + tuple(geom.kernel[1:]))
 
 
-def splits_first_dim(geom: _args.Geometry) -> bool:
+def splits_first_dim(geom: _args.Geometry, c_in: int, itemsize: int = 4) -> bool:
     """Whether the forward and dW run split by first-dim kernel offset (``_row_split``)."""
-    return _row_split(geom, layout(geom, "zeros", wrap=True)) is not None
+    bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, itemsize)
+    return _row_split(geom, layout(geom, "zeros", wrap=True), bytes_per_column) is not None
 
 
 def _first_dim_offset(lay: Layout, group: _Taps, j: int = 0) -> Layout:
@@ -465,7 +480,8 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     batch, c_in = x.shape[:2]
     c_out, groups = weight.shape[0], geom.groups
     lay = layout(geom, mode, wrap=True)
-    inner_geom = _row_split(geom, lay)
+    bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, x.itemsize)
+    inner_geom = _row_split(geom, lay, bytes_per_column)
     w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
     # per phase group of the first dim, its offsets' W̃_a (G, C_og, K/k_1) stacked:
     # (G, count·C_og, K/k_1)
@@ -473,7 +489,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
                 if inner_geom else None)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
-    for samples, rows in _chunks(batch, lay, _args.unfolded_bytes(c_in, geom.kernel, x.itemsize)):
+    for samples, rows in _chunks(batch, lay, bytes_per_column):
         if tile != samples:
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
@@ -538,10 +554,10 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     c_in = x.shape[1] if x is not None else weight.shape[1] * groups
     c_og, c_ig = c_out // groups, c_in // groups
     lay = layout(geom, mode, wrap=True)
-    inner_geom = _row_split(geom, lay)
-    dx_inner_geom = _row_split(geom, lay, any_stride=True)
-    parts = geom.kernel[0] if inner_geom else 1
     bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, dy.itemsize)
+    inner_geom = _row_split(geom, lay, bytes_per_column)
+    dx_inner_geom = _row_split(geom, lay, bytes_per_column, any_stride=True)
+    parts = geom.kernel[0] if inner_geom else 1
     if x is not None:
         # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
         # split by first-dim offset: one block of rows (G, K/k_1, C_og) per offset a
