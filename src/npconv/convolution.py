@@ -665,15 +665,24 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
 
 
 def bias_grad(dy: np.ndarray) -> np.ndarray:
-    """``db = Σ_{n,o} δ``: dy ``(N, C, *O)`` -> ``(C,)``.
+    """``db = Σ_{n,o} δ``: dy ``(N, C, *O)`` -> ``(C,)`` (``channel_sums``)."""
+    return channel_sums(dy)
 
-    Per sample one matrix-vector product with a ones vector (BLAS, on both cores), then the
-    sum over samples: 64@56 N=8 float32 0.07 against 0.21 ms for ``dy.sum`` over the axes,
-    the depthwise 32@112 N=16 0.48 against 0.94 ms. Float32 error within a few ulps of
-    ``Σ|δ|`` (BLAS accumulates in vector lanes instead of NumPy's pairwise sum).
+
+def channel_sums(a: np.ndarray, b=None) -> np.ndarray:
+    """``Σ_{n,o} a[n, c, o]`` (or of ``a·b``, b like a) per channel: ``(N, C, *S) -> (C,)``.
+
+    Per sample one BLAS matrix-vector product with a ones vector (or one dot product per
+    channel), then the sum over samples: 64@56 N=8 float32 0.07 against 0.21 ms for
+    ``dy.sum`` over the axes, the depthwise 32@112 N=16 0.48 against 0.94 ms; ``Σ a·b``
+    on 32x16x32x32 0.15 against 0.30 ms for ``(a * b).sum``. Float32 error within a few
+    ulps of ``Σ|a·b|`` (BLAS accumulates in vector lanes instead of NumPy's pairwise sum).
     """
-    per_sample = dy.reshape(dy.shape[:2] + (_args.prod(dy.shape[2:]),))
-    return np.matmul(per_sample, np.ones(per_sample.shape[-1], dtype=dy.dtype)).sum(axis=0)
+    rows = a.reshape(a.shape[:2] + (_args.prod(a.shape[2:]),))              # (N, C, L)
+    if b is None:
+        return np.matmul(rows, np.ones(rows.shape[-1], dtype=a.dtype)).sum(axis=0)
+    dots = np.matmul(rows[:, :, None, :], b.reshape(rows.shape)[:, :, :, None])   # (N, C, 1, 1)
+    return dots.reshape(rows.shape[:2]).sum(axis=0)
 
 
 def _batched_grad(dy, unbatched: bool, expected_shape, dtype, fn: str) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..convolution import channel_sums
 from .module import Module, Parameter, check_dtype
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
@@ -86,7 +87,6 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         x = self._check_input(x)
-        axes = (0,) + tuple(range(2, x.ndim))                  # all but the channel axis
         stat_shape = (1, -1) + (1,) * (x.ndim - 2)             # broadcast (C,) over x
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
@@ -94,9 +94,9 @@ class _BatchNorm(Module):
             if count <= 1:
                 raise self._layer_error(f"expected more than 1 value per channel when "
                                         f"training, got input shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes)
+            mean = channel_sums(x) / x.dtype.type(count)
             centred = x - mean.reshape(stat_shape)
-            var = (centred * centred).mean(axis=axes)          # biased
+            var = channel_sums(centred, centred) / x.dtype.type(count)   # biased
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, count)
         else:
@@ -104,11 +104,11 @@ class _BatchNorm(Module):
             var = self.running_var.astype(x.dtype, copy=False)
             centred = x - mean.reshape(stat_shape)
         inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))  # (C,)
-        x_hat = centred * inv_std.reshape(stat_shape)
+        x_hat = np.multiply(centred, inv_std.reshape(stat_shape), out=centred)   # its own array
         if self.affine:
             y = x_hat * self.weight.data.reshape(stat_shape)
             if self.bias is not None:
-                y = y + self.bias.data.reshape(stat_shape)
+                y += self.bias.data.reshape(stat_shape)
         else:
             y = x_hat
         self._ctx = (x_hat, inv_std, use_batch_stats)
@@ -131,10 +131,9 @@ class _BatchNorm(Module):
         if dy.shape != x_hat.shape:
             raise self._layer_error(f"'dy' must have the output's shape {x_hat.shape}, "
                                     f"got {dy.shape}")
-        axes = (0,) + tuple(range(2, dy.ndim))
         stat_shape = (1, -1) + (1,) * (dy.ndim - 2)
-        dbias = dy.sum(axis=axes)
-        dweight = (dy * x_hat).sum(axis=axes)
+        dbias = channel_sums(dy)
+        dweight = channel_sums(dy, x_hat)
         if self.affine:
             self.weight.accumulate_grad(dweight)
             if self.bias is not None:
