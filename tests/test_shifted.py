@@ -168,8 +168,8 @@ def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, si
     x = rng.standard_normal((3, c_in) + size)
     w = rng.standard_normal((c_out, c_in // groups) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, groups, mode)
-    bytes_per_column = _args.unfolded_bytes(c_in, kernel, x.itemsize)
-    assert (sh._row_split(geom, sh.layout(geom, "zeros"), bytes_per_column) is not None) == (kernel[0] > 1)
+    column_bytes = sh._column_bytes(c_in, c_out, kernel, x.itemsize)
+    assert (sh._row_split(geom, sh.layout(geom, "zeros"), column_bytes) is not None) == (kernel[0] > 1)
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=groups, mode=mode, limit=limit)
 
@@ -190,7 +190,7 @@ def test_input_grad_split_with_strides(kernel_matches_torch, rng, monkeypatch, d
     x = rng.standard_normal((2, 4) + (size,) * d)
     w = rng.standard_normal((c_out, 2) + kernel)
     geom = _geometry(x, w, stride, padding, dilation, 2, mode)
-    assert sh._row_split(geom, sh.layout(geom, "zeros"), _args.unfolded_bytes(4, kernel, 8),
+    assert sh._row_split(geom, sh.layout(geom, "zeros"), sh._column_bytes(4, c_out, kernel, 8),
                          any_stride=True) is not None
     kernel_matches_torch(x, w, "shifted", stride=stride, padding=padding, dilation=dilation,
                          groups=2, mode=mode, dx_only=True)
@@ -256,25 +256,28 @@ def test_no_split_with_a_first_dim_stride(monkeypatch):
     x = np.zeros((1, 3, 64, 64))
     geom = _geometry(x, np.zeros((4, 3, 3, 3)), 2, 1)
     assert sh.layout(geom, "zeros").columns(geom.out_size[0]) >= sh.TILE_COLUMNS
-    assert sh._row_split(geom, sh.layout(geom, "zeros"), _args.unfolded_bytes(3, (3, 3), 8)) is None
+    assert sh._row_split(geom, sh.layout(geom, "zeros"), sh._column_bytes(3, 4, (3, 3), 8)) is None
 
 
-@pytest.mark.parametrize("c_in, size, dtype, samples", [
-    (16, 32, np.float32, 5),    # ResNet-20's 16@32: 576 B per column, 1024 columns: 5 per 3 MiB
-    (16, 32, np.float64, 2),
-    (64, 56, np.float32, 1),    # 2304 B x 3136 columns: one sample, split by first-dim offset
-    (512, 7, np.float32, 11),   # at least TILE_COLUMNS = 512 columns: ceil(512 / 49)
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, dtype, samples", [
+    (16, 16, 32, 3, 1, np.float32, 4),     # ResNet-20's 16@32: (576 + 64) B x 1024 columns
+    (16, 16, 32, 3, 1, np.float64, 2),
+    (64, 64, 56, 3, 1, np.float32, 1),     # (2304 + 256) B x 3136: one sample, split by offset
+    (512, 512, 7, 3, 1, np.float32, 11),   # at least TILE_COLUMNS = 512 columns: ceil(512 / 49)
+    (256, 512, 56, 1, 2, np.float32, 1),   # 1x1 s2: (1024 + 2048) B x 784, its output counts
 ])
-def test_samples_per_tile(c_in, size, dtype, samples):
-    """Tiles take at least TILE_COLUMNS columns, and more samples while their unfold stays
-    under TILE_BYTES; the first-dim split runs where a tile is one sample."""
+def test_samples_per_tile(c_in, c_out, size, kernel, stride, dtype, samples):
+    """Tiles take at least TILE_COLUMNS columns, and more samples while their unfold and
+    output stay under TILE_BYTES; the first-dim split runs where a tile is one sample."""
+    itemsize = np.dtype(dtype).itemsize
     x = np.zeros((1, c_in, size, size), dtype=dtype)
-    geom = _geometry(x, np.zeros((c_in, c_in, 3, 3), dtype=dtype), 1, 1)
+    geom = _geometry(x, np.zeros((c_out, c_in, kernel, kernel), dtype=dtype), stride, kernel // 2)
     lay = sh.layout(geom, "zeros", wrap=True)
-    bytes_per_column = _args.unfolded_bytes(c_in, (3, 3), np.dtype(dtype).itemsize)
-    assert sh._tile_samples(lay, bytes_per_column) == samples
-    assert (sh._row_split(geom, lay, bytes_per_column) is not None) == (samples == 1)
-    assert sh.splits_first_dim(geom, c_in, np.dtype(dtype).itemsize) == (samples == 1)
+    column_bytes = sh._column_bytes(c_in, c_out, (kernel, kernel), itemsize)
+    assert sh._tile_samples(lay, column_bytes) == samples
+    split = samples == 1 and kernel > 1 and stride == 1
+    assert (sh._row_split(geom, lay, column_bytes) is not None) == split
+    assert sh.splits_first_dim(geom, c_in, c_out, itemsize) == split
 
 
 def test_finite_differences(rng, numerical_grad, assert_close):
@@ -339,7 +342,7 @@ def test_depthwise_layers_on_the_split(kernel_matches_torch, rng, monkeypatch, m
     w = rng.standard_normal((3 * mult, 1) + kernel)
     geom = _geometry(x, w, 1, 2, dilation, 3)
     monkeypatch.setattr(sh, "TILE_BYTES", 0)            # one sample per tile: the split
-    assert sh.splits_first_dim(geom, 3)
+    assert sh.splits_first_dim(geom, 3, 3 * mult)
     kernel_matches_torch(x, w, "auto", padding=2, dilation=dilation, groups=3)
 
 

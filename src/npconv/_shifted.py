@@ -73,15 +73,22 @@ TILE_COLUMNS = 512
 # per-sample GEMMs (ResNet-20's 16@32, N=32: 5 samples per tile instead of the first-dim
 # split's one, forward 2.6 -> 1.7-2.1 ms, dW 2.0 -> 1.6-1.8; dx of 32@16 2.0-2.5 -> 1.6-2.0,
 # 16->32 s2 1.6-2.1 -> 1.2-1.6). 4 MiB lost on 3x3 s2 64->128@56 (two samples: forward
-# 4.5 -> 4.8 ms), whose one sample is 1.9 MiB.
+# 4.5 -> 4.8 ms), whose one sample is 1.9 MiB. The output counts too: with the unfold alone
+# the 1x1 s2 256->512@56 layer took 3 samples per tile, its 512-row output left the cache
+# (forward+backward 17.8 -> 20.6 ms).
 TILE_BYTES = 3 * 2**20
 
 
-def _tile_samples(lay: "Layout", bytes_per_column: int) -> int:
-    """Samples per GEMM tile: at least TILE_COLUMNS columns, and more while the tile's
-    unfold (``bytes_per_column`` per column) stays under TILE_BYTES."""
+def _tile_samples(lay: "Layout", column_bytes: int) -> int:
+    """Samples per GEMM tile: at least TILE_COLUMNS columns, and more while the tile's unfold
+    and output (``column_bytes`` per column, ``_column_bytes``) stay under TILE_BYTES."""
     per_sample = lay.columns(lay.out_size[0])
-    return max(1, -(-TILE_COLUMNS // per_sample), TILE_BYTES // max(1, bytes_per_column * per_sample))
+    return max(1, -(-TILE_COLUMNS // per_sample), TILE_BYTES // max(1, column_bytes * per_sample))
+
+
+def _column_bytes(c_in: int, c_out: int, kernel, itemsize: int) -> int:
+    """Bytes of one GEMM column of a tile: its X̃ column (``C_in·prod(k)``) and its Y column."""
+    return _args.unfolded_bytes(c_in, kernel, itemsize) + c_out * itemsize
 
 
 class _Taps(NamedTuple):
@@ -217,10 +224,10 @@ def overcompute(geom: _args.Geometry, mode: str = "zeros") -> float:
     return lay.columns(geom.out_size[0]) / max(1, _args.prod(geom.out_size))
 
 
-def _chunks(batch: int, lay: Layout, bytes_per_column: int):
+def _chunks(batch: int, lay: Layout, bytes_per_column: int, column_bytes: int):
     """(samples, output rows of the first dim) pieces (``_config.work_chunks``): tiles of
     ``_tile_samples`` samples, a row being ``R_1`` columns."""
-    tile = _tile_samples(lay, bytes_per_column)
+    tile = _tile_samples(lay, column_bytes)
     return work_chunks(batch, lay.out_size[0], tile, bytes_per_column * lay.row[0])
 
 
@@ -395,7 +402,7 @@ def _extended(dy_rows: np.ndarray, lay: Layout) -> np.ndarray:
 #     Y = Σ_a W̃_a X̃_0[:, u_a·R_1 :][:, :L_q],    dW̃_aᵀ = X̃_0[...] δ_extᵀ
 # k_1 GEMMs with K/k_1 rows against writing (and reading) a k_1/groups times larger
 # unfold: 64@56 forward 6.1 vs 7.3 ms, conv3d 16->32@16 5.5 vs 8.1 ms (N=8, float32).
-def _row_split(geom: _args.Geometry, lay: Layout, bytes_per_column: int, any_stride: bool = False):
+def _row_split(geom: _args.Geometry, lay: Layout, column_bytes: int, any_stride: bool = False):
     """The geometry of ``X̃_0`` (first kernel dim 1), or None where the split does not apply
     or did not pay: a first kernel dim of 1, tiles of several samples (small images or few
     channels, ``_tile_samples``), or,
@@ -404,15 +411,15 @@ def _row_split(geom: _args.Geometry, lay: Layout, bytes_per_column: int, any_str
     4.7 ms, the 7x7 s2 stem 13.6 vs 11.6; with the offsets of a phase group stacked into
     one GEMM still 4.6 vs 4.2 and 17.6 vs 9.3)."""
     if (geom.kernel[0] == 1 or (geom.stride[0] != 1 and not any_stride)
-            or _tile_samples(lay, bytes_per_column) > 1):
+            or _tile_samples(lay, column_bytes) > 1):
         return None
     return geom._replace(kernel=(1,) + tuple(geom.kernel[1:]))
 
 
-def splits_first_dim(geom: _args.Geometry, c_in: int, itemsize: int = 4) -> bool:
+def splits_first_dim(geom: _args.Geometry, c_in: int, c_out: int, itemsize: int = 4) -> bool:
     """Whether the forward and dW run split by first-dim kernel offset (``_row_split``)."""
-    bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, itemsize)
-    return _row_split(geom, layout(geom, "zeros", wrap=True), bytes_per_column) is not None
+    column_bytes = _column_bytes(c_in, c_out, geom.kernel, itemsize)
+    return _row_split(geom, layout(geom, "zeros", wrap=True), column_bytes) is not None
 
 
 def _first_dim_offset(lay: Layout, group: _Taps, j: int = 0) -> Layout:
@@ -481,7 +488,8 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
     c_out, groups = weight.shape[0], geom.groups
     lay = layout(geom, mode, wrap=True)
     bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, x.itemsize)
-    inner_geom = _row_split(geom, lay, bytes_per_column)
+    column_bytes = _column_bytes(c_in, c_out, geom.kernel, x.itemsize)
+    inner_geom = _row_split(geom, lay, column_bytes)
     w_mat = weight.reshape(groups, c_out // groups, -1)                   # W̃_g (G, C_og, K)
     # per phase group of the first dim, its offsets' W̃_a (G, C_og, K/k_1) stacked:
     # (G, count·C_og, K/k_1)
@@ -489,7 +497,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
                 if inner_geom else None)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     images, tile = None, None
-    for samples, rows in _chunks(batch, lay, bytes_per_column):
+    for samples, rows in _chunks(batch, lay, bytes_per_column, column_bytes):
         if tile != samples:
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
@@ -555,8 +563,9 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     c_og, c_ig = c_out // groups, c_in // groups
     lay = layout(geom, mode, wrap=True)
     bytes_per_column = _args.unfolded_bytes(c_in, geom.kernel, dy.itemsize)
-    inner_geom = _row_split(geom, lay, bytes_per_column)
-    dx_inner_geom = _row_split(geom, lay, bytes_per_column, any_stride=True)
+    column_bytes = _column_bytes(c_in, c_out, geom.kernel, dy.itemsize)
+    inner_geom = _row_split(geom, lay, column_bytes)
+    dx_inner_geom = _row_split(geom, lay, column_bytes, any_stride=True)
     parts = geom.kernel[0] if inner_geom else 1
     if x is not None:
         # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
@@ -572,7 +581,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
         dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
         phases = _args.prod(len(p) for p in lay.phases)
     images, grad_images, tile = None, None, None
-    for samples, rows in _chunks(batch, lay, bytes_per_column):
+    for samples, rows in _chunks(batch, lay, bytes_per_column, column_bytes):
         n = samples.stop - samples.start
         if tile != samples:
             if grad_images is not None:

@@ -78,7 +78,7 @@ def _depthwise_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> boo
     The depthwise kernel keeps 3x3 with M=1 (32@112: 6.9 vs 8.9, 7.3 vs 9.8, 7.4 vs 10.2),
     strided first dims (no split: 3x3 s2 64@112 9.3 vs 16.9) and small images."""
     mult = weight_shape[0] // geom.groups
-    if not splits_first_dim(geom, weight_shape[1] * geom.groups):
+    if not splits_first_dim(geom, weight_shape[1] * geom.groups, weight_shape[0]):
         return True
     if kernel_pass == "weight":
         return mult < 2
