@@ -115,8 +115,8 @@ class Layout(NamedTuple):
     row: tuple        # R: flat stride of each dim
     out_size: tuple   # O
     lead: int = 0     # flat offset of the data grid: Σ p_lo·R over wrapped inner dims, else 0
-    wrap: tuple = ()  # wrapped inner dims: per dim, (m, a, b) for each offset m that reads
-                      # across a row edge at outputs o < a and b <= o < O (``_wrapped_dim``)
+    wrap: tuple = ()  # wrapped inner dims (non-empty iff wrapped): per dim, (m, a, b) for each
+                      # offset m that reads across a row edge at o < a and b <= o < O (``_wrapped_dim``)
 
     @property
     def flat_size(self) -> int:
@@ -162,10 +162,10 @@ def _wrapped_dim(geom: _args.Geometry, i: int) -> tuple:
     """``(T, wrap)`` of inner dim ``i`` laid out without its padding (zero padding, stride 1):
     ``T = max(O, S)`` positions, the data at ``[0, S)`` of the grid that starts ``p_lo`` flat
     rows of dim i in (``Layout.lead``), so the data of one row of dim i runs into the next
-    row's first ``p_lo``. Output ``o`` and offset ``m`` read data index ``i = o + u``,
-    ``u = m·dil - p_lo``, at the right flat place while ``0 <= i < T``; ``S <= i < T`` holds
+    row's first ``p_lo``. Output ``o`` and offset ``m`` read data index ``t = o + u``,
+    ``u = m·dil - p_lo``, at the right flat place while ``0 <= t < T``; ``S <= t < T`` holds
     no data (zero, as the padding there). Past either end the read lands in a neighbouring
-    row: on its data for ``i >= T`` or ``i < S - T``, on its zeros otherwise. Those columns are
+    row: on its data for ``t >= T`` or ``t < S - T``, on its zeros otherwise. Those columns are
     zeroed in X̃ and dX̃ (``_mask_wraps``); ``wrap`` lists them per offset for the real
     outputs ``o < O``: zero ``o < a`` and ``b <= o < O``, as ``(m, a, b)``."""
     k, dil, (lo, _) = geom.kernel[i], geom.dilation[i], geom.pads[i]
@@ -453,7 +453,7 @@ def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> li
     parts = []
     for group in lay.taps[0]:
         reach, inner = _reach(rows, group), _first_dim_offset(lay, group)
-        if images.shape[0] == 1 and _args.prod(inner_geom.kernel) == 1 and not lay.wrap:
+        if images.shape[0] == 1 and _args.prod(inner_geom.kernel) == 1 and not any(lay.wrap):
             # one tap per channel (a 1-d kernel, or k x 1 x 1): X̃_0 is a slice of the images
             ((_, phase, start),) = tap_starts(inner, inner_geom.kernel, reach.start)
             x0 = images[0, :, phase, start:start + lay.columns(reach.stop - reach.start)]
