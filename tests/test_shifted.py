@@ -352,3 +352,17 @@ def test_dx_method_is_an_im2col_option(algorithm):
     with pytest.raises(ValueError, match="dx_method"):
         npconv.conv_grad(np.zeros((1, 2, 6, 6)), x, np.zeros((2, 2, 3, 3)), padding=1,
                          algorithm=algorithm, dx_method="fold")
+
+
+def test_k_by_1_kernel_reads_the_images(monkeypatch):
+    """A k x 1 kernel's X̃_0 (one inner tap) is a slice of the phase images, not a copy, on
+    the wrapped layout too (no offset of the last dim wraps)."""
+    monkeypatch.setattr(sh, "TILE_BYTES", 0)
+    x = np.random.default_rng(0).standard_normal((1, 4, 40, 40))
+    geom = _geometry(x, np.zeros((4, 4, 3, 1)), 1, ((1, 1), (0, 0)))
+    lay = sh.layout(geom, "zeros", wrap=True)
+    assert lay.wrap == ((), ()) and lay.dense
+    inner = sh._row_split(geom, lay, sh._column_bytes(4, 4, (3, 1), 8))
+    images = sh.phase_images(x, geom, lay, "zeros")
+    ((_, x0),) = sh._inner_cols(images, inner, lay, slice(0, geom.out_size[0]), 1)
+    assert np.shares_memory(x0, images)
