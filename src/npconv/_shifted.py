@@ -443,7 +443,8 @@ def _data_rows(geom: _args.Geometry, group: _Taps, reach: slice, mode: str) -> s
     if mode != "zeros" or geom.stride[0] != 1:
         return reach
     lo = geom.pads[0][0] - group.u0
-    return slice(max(reach.start, lo), max(max(reach.start, lo), min(reach.stop, lo + geom.in_size[0])))
+    start = max(reach.start, lo)
+    return slice(start, max(start, min(reach.stop, lo + geom.in_size[0])))
 
 
 def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
@@ -612,19 +613,25 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                             fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
                                  _first_dim_offset(lay, group, j), rows, grad_images)
                         continue
-                    # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...]
-                    dy_stack = np.zeros((groups, group.count, c_og, columns + group.last_shift * lay.row[0]),
-                                        dtype=dy.dtype)
-                    for j in range(group.count):
-                        shift = j * group.u_step * lay.row[0]
-                        dy_stack[:, j, :, shift:shift + columns] = dy_ext
-                    # only the columns whose first-dim row lands on the input, not on its padding
+                    # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...],
+                    # on only the columns whose first-dim row lands on the input, not its padding
                     reach = _data_rows(geom, group, _reach(rows, group), mode)
                     if reach.stop <= reach.start:
                         continue
-                    window = slice((reach.start - rows.start) * lay.row[0], (reach.stop - rows.start) * lay.row[0])
-                    cols = np.matmul(w_t, dy_stack.reshape(groups, -1, dy_stack.shape[-1])[..., window],
-                                     out=gemm_empty((groups, w_t.shape[1], window.stop - window.start), dy.dtype))
+                    first = (reach.start - rows.start) * lay.row[0]
+                    width = (reach.stop - reach.start) * lay.row[0]
+                    dy_stack = gemm_empty((groups, group.count * c_og, width), dy.dtype)
+                    by_offset = dy_stack.reshape(groups, group.count, c_og, width)
+                    for j in range(group.count):        # δ_ext column q lands on column q + shift
+                        shift = j * group.u_step * lay.row[0] - first
+                        lo, hi = max(0, -shift), min(columns, width - shift)
+                        if hi <= lo:
+                            by_offset[:, j] = 0
+                            continue
+                        by_offset[:, j, :, :lo + shift] = 0
+                        by_offset[:, j, :, lo + shift:hi + shift] = dy_ext[:, :, lo:hi]
+                        by_offset[:, j, :, hi + shift:] = 0
+                    cols = np.matmul(w_t, dy_stack, out=gemm_empty((groups, w_t.shape[1], width), dy.dtype))
                     fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
                          _first_dim_offset(lay, group), reach, grad_images)
             else:
