@@ -86,6 +86,7 @@ def _kernel_matches_torch(torch, x, w, algorithm: str, *, stride=1, padding=0, d
     is one int for every side or one ``(lo, hi)`` pair per dim (torch pads with ``F.pad``
     in ``mode``)."""
     import npconv
+    from npconv import _args, convolution
 
     d = x.ndim - 2
     F = torch.nn.functional
@@ -102,10 +103,17 @@ def _kernel_matches_torch(torch, x, w, algorithm: str, *, stride=1, padding=0, d
     with npconv.workspace_limit(limit or npconv.get_workspace_limit()):
         y = npconv.conv(x, w, **kwargs)
         dx, dw, _ = npconv.conv_grad(dy, x, w, **kwargs)
-    _assert_close(dx, xt.grad.numpy())
+        # each gradient alone too: conv_grad may compute both in one sweep (``shifted_backward``)
+        call = _args.conv_call(x, w, None, stride, padding, dilation, groups, mode)
+        dx_alone = convolution._conv_input_grad(dy, w, call.geom, call.padding_mode, algorithm)
+        dw_alone = (None if dx_only else
+                    convolution._conv_weight_grad(x, dy, call.geom, call.padding_mode, algorithm))
+    for got in (dx, dx_alone):
+        _assert_close(got, xt.grad.numpy())
     if not dx_only:
         _assert_close(y, yt.detach().numpy())
-        _assert_close(dw, wt.grad.numpy())
+        for got in (dw, dw_alone):
+            _assert_close(got, wt.grad.numpy())
 
 
 @pytest.fixture

@@ -158,8 +158,9 @@ def test_split_by_first_kernel_dim(kernel_matches_torch, rng, monkeypatch, d, si
                                    split_dx):
     """Images of >= TILE_COLUMNS columns, first-dim stride 1: the forward runs one GEMM of the
     stacked W̃_a on X̃_0 (``_row_split``), dW one GEMM per first-dim offset on column windows
-    of X̃_0, also in row runs; dx by the stacked δ (C_og <= C_ig·prod(inner k) here) whatever
-    SPLIT_DX_BYTES, or unsplit when it is forced off for the other cases."""
+    of X̃_0 (alone) or one GEMM on dx's stacked δ (in ``conv_grad``), also in row runs; dx by
+    the stacked δ (C_og <= C_ig·prod(inner k) here) whatever SPLIT_DX_BYTES, or unsplit when
+    it is forced off for the other cases."""
     monkeypatch.setattr(sh, "SPLIT_DX_BYTES", 0 if split_dx else 2**62)
     monkeypatch.setattr(sh, "TILE_BYTES", 0)            # one sample per tile: the split
     kernel = (kernel,) * d if isinstance(kernel, int) else kernel[:d]

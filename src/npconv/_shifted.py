@@ -464,15 +464,6 @@ def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> li
     return parts
 
 
-def _split_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
-    """``(a, X̃_a)`` for every first-dim offset ``a``: column windows ``(G, K_g/k_1, L_q)``
-    of one ``X̃_0`` per phase group of the first dim."""
-    columns = lay.columns(rows.stop - rows.start)
-    return [(group.m0 + j * group.m_step, x0[:, :, j * group.u_step * lay.row[0]:][:, :, :columns])
-            for group, x0 in _inner_cols(images, inner_geom, lay, rows, groups)
-            for j in range(group.count)]
-
-
 def _stacked_weight(weight: np.ndarray, groups: int, group: _Taps) -> np.ndarray:
     """``W̃_a (G, C_og, K/k_1)`` of the first-dim offsets ``a`` of one phase group, stacked
     along the rows: ``(G, count·C_og, K/k_1)``."""
@@ -542,6 +533,25 @@ def unphase(images: np.ndarray, geom: _args.Geometry, lay: Layout, mode: str) ->
     return pad_adjoint(dxp, geom.pads, mode, geom.in_size)
 
 
+def _shifted_stack(dy_ext: np.ndarray, group: _Taps, lay: Layout, first: int, width: int) -> np.ndarray:
+    """``[δ_ext shifted right by u_j·R_1; ...]`` for the offsets ``j`` of a phase group of the
+    first dim, over the columns ``first .. first + width`` of its ``X̃_0``, zero where no δ
+    column lands: ``(G, C_og, L_q) -> (G, count·C_og, width)``."""
+    groups, c_og, columns = dy_ext.shape
+    dy_stack = gemm_empty((groups, group.count * c_og, width), dy_ext.dtype)
+    by_offset = dy_stack.reshape(groups, group.count, c_og, width)
+    for j in range(group.count):        # δ_ext column q lands on column q + shift
+        shift = j * group.u_step * lay.row[0] - first
+        lo, hi = max(0, -shift), min(columns, width - shift)
+        if hi <= lo:
+            by_offset[:, j] = 0
+            continue
+        by_offset[:, j, :, :lo + shift] = 0
+        by_offset[:, j, :, lo + shift:hi + shift] = dy_ext[:, :, lo:hi]
+        by_offset[:, j, :, hi + shift:] = 0
+    return dy_stack
+
+
 # dX̃ = W̃ᵀ δ_ext is written and read back once; above this size the input gradient
 # computes it one first-dim offset at a time (``_row_split``, any stride), k_1 times
 # smaller, before each part is folded (conv3d 16->32@16, 9 MiB per sample: 6.6 vs 16 ms;
@@ -567,12 +577,12 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
     column_bytes = _column_bytes(c_in, c_out, geom.kernel, dy.itemsize)
     inner_geom = _row_split(geom, lay, column_bytes)
     dx_inner_geom = _row_split(geom, lay, column_bytes, any_stride=True)
-    parts = geom.kernel[0] if inner_geom else 1
     if x is not None:
         # dW̃_gᵀ = X̃_g δ_extᵀ (G, K, C_og), the faster orientation (``convolution._conv_weight_grad``);
-        # split by first-dim offset: one block of rows (G, K/k_1, C_og) per offset a
-        dw_mat_t = ProductSum(np.empty((parts, groups, c_ig * _args.prod(geom.kernel) // parts, c_og),
-                                       dtype=dy.dtype))
+        # split by first-dim offset (stride 1: one phase group), the blocks of rows dW̃_aᵀ
+        # (G, K/k_1, C_og) of every offset a side by side: (G, K/k_1, k_1·C_og)
+        offsets = geom.kernel[0] if inner_geom else 1
+        dw_mat_t = np.empty((groups, c_ig * _args.prod(geom.kernel) // offsets, offsets * c_og), dtype=dy.dtype)
     if weight is not None:
         w_mat_t = weight.reshape(groups, c_og, -1).swapaxes(1, 2)         # W̃_gᵀ (G, K, C_og)
         # per phase group of the first dim, its offsets' W̃_aᵀ (G, K/k_1, C_og) side by side
@@ -581,6 +591,14 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
         stack_dx = dx_inner_geom and c_og <= c_ig * _args.prod(geom.kernel[1:])
         dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
         phases = _args.prod(len(p) for p in lay.phases)
+    split_dw = x is not None and inner_geom
+    # with dX's stack of shifted δ built anyway, all dW̃_aᵀ come from one GEMM on it, k_1 times
+    # wider (conv3d 16->32@16 conv_grad 8.7 -> 8.3 ms, 64@56 13.6 -> 12.8); alone, building
+    # the stack costs more than the wider GEMM gains (64@56 dW 7.7 vs 8.2 ms)
+    stack_dw = split_dw and weight is not None and stack_dx
+    if x is not None:
+        dw_sum = ProductSum(dw_mat_t[None] if stack_dw or not split_dw else
+                            dw_mat_t.reshape(dw_mat_t.shape[:2] + (-1, c_og)).transpose(2, 0, 1, 3))
     images, grad_images, tile = None, None, None
     for samples, rows in _chunks(batch, lay, bytes_per_column, column_bytes):
         n = samples.stop - samples.start
@@ -593,55 +611,53 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                 grad_images = np.zeros((n, c_in, phases, lay.flat_size), dtype=dy.dtype)
             tile = samples
         dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_og, -1)
-        if x is not None:
-            if inner_geom:
-                x_parts = _split_cols(images, inner_geom, lay, rows, groups)
-            else:
-                x_parts = [(0, unfold(images, geom, lay, rows).reshape(groups, -1, dy_ext.shape[-1]))]
-            for a, x_a in x_parts:
-                dw_mat_t.add(a, x_a, dy_ext.swapaxes(1, 2))                # (δ_g X̃_gᵀ)ᵀ
-        if weight is not None:
-            if dx_inner_geom and (stack_dx or bytes_per_column * lay.columns(rows.stop - rows.start)
-                                  > SPLIT_DX_BYTES):
-                columns, cols = dy_ext.shape[-1], None
-                for group, w_t in zip(lay.taps[0], w_stack_t):
-                    if not stack_dx:
-                        for j in range(group.count):  # dX̃_a one offset at a time
-                            if cols is None:
-                                cols = gemm_empty(w_t.shape[:2] + dy_ext.shape[-1:], dy.dtype)
-                            cols = np.matmul(w_t[:, :, j * c_og:(j + 1) * c_og], dy_ext, out=cols)
-                            fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
-                                 _first_dim_offset(lay, group, j), rows, grad_images)
-                        continue
-                    # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...],
-                    # on only the columns whose first-dim row lands on the input, not its padding
-                    reach = _data_rows(geom, group, _reach(rows, group), mode)
-                    if reach.stop <= reach.start:
-                        continue
-                    first = (reach.start - rows.start) * lay.row[0]
-                    width = (reach.stop - reach.start) * lay.row[0]
-                    dy_stack = gemm_empty((groups, group.count * c_og, width), dy.dtype)
-                    by_offset = dy_stack.reshape(groups, group.count, c_og, width)
-                    for j in range(group.count):        # δ_ext column q lands on column q + shift
-                        shift = j * group.u_step * lay.row[0] - first
-                        lo, hi = max(0, -shift), min(columns, width - shift)
-                        if hi <= lo:
-                            by_offset[:, j] = 0
-                            continue
-                        by_offset[:, j, :, :lo + shift] = 0
-                        by_offset[:, j, :, lo + shift:hi + shift] = dy_ext[:, :, lo:hi]
-                        by_offset[:, j, :, hi + shift:] = 0
-                    cols = np.matmul(w_t, dy_stack, out=gemm_empty((groups, w_t.shape[1], width), dy.dtype))
+        if x is not None and not split_dw:
+            dw_sum.add(0, unfold(images, geom, lay, rows).reshape(groups, -1, dy_ext.shape[-1]),
+                         dy_ext.swapaxes(1, 2))                           # (δ_g X̃_gᵀ)ᵀ
+        split_dx = weight is not None and dx_inner_geom and (
+            stack_dx or bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES)
+        if split_dw or split_dx:
+            x_zero = _inner_cols(images, inner_geom, lay, rows, groups) if split_dw else None
+            for index, group in enumerate(lay.taps[0]):
+                if split_dw and not stack_dw:
+                    for j in range(group.count):  # dW̃_aᵀ = X̃_0[:, u_a·R_1 :][:, :L_q] δ_extᵀ
+                        shift = j * group.u_step * lay.row[0]
+                        x_a = x_zero[index][1][:, :, shift:shift + dy_ext.shape[-1]]
+                        dw_sum.add(group.m0 + j * group.m_step, x_a, dy_ext.swapaxes(1, 2))
+                if split_dx and not stack_dx:
+                    cols = gemm_empty((groups, w_stack_t[index].shape[1]) + dy_ext.shape[-1:], dy.dtype)
+                    for j in range(group.count):  # dX̃_a one offset at a time
+                        cols = np.matmul(w_stack_t[index][:, :, j * c_og:(j + 1) * c_og], dy_ext, out=cols)
+                        fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
+                             _first_dim_offset(lay, group, j), rows, grad_images)
+                if not (stack_dw or (split_dx and stack_dx)):
+                    continue
+                # only the columns whose first-dim row lands on the input, not its padding
+                reach = _data_rows(geom, group, _reach(rows, group), mode)
+                if reach.stop <= reach.start:
+                    continue
+                first = (reach.start - rows.start) * lay.row[0]
+                dy_stack = _shifted_stack(dy_ext, group, lay, first, (reach.stop - reach.start) * lay.row[0])
+                if stack_dw:
+                    # [dW̃_aᵀ ...] = X̃_0 [δ_ext shifted right by u_a·R_1; ...]ᵀ: Σ_q X̃_0[q + u_a·R_1] δ_ext[q]
+                    x0 = x_zero[index][1][:, :, first:first + dy_stack.shape[-1]]
+                    dw_sum.add(0, x0, dy_stack.swapaxes(1, 2))
+                if split_dx and stack_dx:
+                    # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...]
+                    w_t = w_stack_t[index]
+                    cols = np.matmul(w_t, dy_stack, out=gemm_empty(w_t.shape[:2] + dy_stack.shape[-1:], dy.dtype))
                     fold(cols.reshape((c_in,) + dx_inner_geom.kernel + (n, -1)), dx_inner_geom,
                          _first_dim_offset(lay, group), reach, grad_images)
-            else:
-                cols = np.matmul(w_mat_t, dy_ext,                         # dX̃_g (G, K, n·L_q)
-                                 out=gemm_empty(w_mat_t.shape[:2] + dy_ext.shape[-1:], dy.dtype))
-                fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, grad_images)
+        if weight is not None and not split_dx:
+            cols = np.matmul(w_mat_t, dy_ext,                             # dX̃_g (G, K, n·L_q)
+                             out=gemm_empty(w_mat_t.shape[:2] + dy_ext.shape[-1:], dy.dtype))
+            fold(cols.reshape((c_in,) + geom.kernel + (n, -1)), geom, lay, rows, grad_images)
     dweight = None
     if x is not None:
-        # (a, G, C_ig, inner, C_og) -> (G, C_og, C_ig, a, inner) = (C_out, C_ig, *k)
-        dweight = dw_mat_t.result().reshape(parts, groups, c_ig, -1, c_og).transpose(1, 4, 2, 0, 3)
+        # (G, C_ig, inner, a, C_og) -> (G, C_og, C_ig, a, inner) = (C_out, C_ig, *k)
+        dw_sum.result()
+        dweight = dw_mat_t.reshape(groups, c_ig, -1, offsets, c_og)
+        dweight = dweight.transpose(0, 4, 1, 3, 2)
         dweight = dweight.reshape((c_out, c_ig) + geom.kernel)
     if weight is None:
         return None, dweight
