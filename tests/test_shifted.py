@@ -357,7 +357,7 @@ def test_dx_method_is_an_im2col_option(algorithm):
 
 def test_k_by_1_kernel_reads_the_images(monkeypatch):
     """A k x 1 kernel's X̃_0 (one inner tap) is a slice of the phase images, not a copy, on
-    the wrapped layout too (no offset of the last dim wraps)."""
+    the wrapped layout too (no offset of the last dim wraps), over the input's rows only."""
     monkeypatch.setattr(sh, "TILE_BYTES", 0)
     x = np.random.default_rng(0).standard_normal((1, 4, 40, 40))
     geom = _geometry(x, np.zeros((4, 4, 3, 1)), 1, ((1, 1), (0, 0)))
@@ -365,5 +365,8 @@ def test_k_by_1_kernel_reads_the_images(monkeypatch):
     assert lay.wrap == ((), ()) and lay.dense
     inner = sh._row_split(geom, lay, sh._column_bytes(4, 4, (3, 1), 8))
     images = sh.phase_images(x, geom, lay, "zeros")
-    ((_, x0),) = sh._inner_cols(images, inner, lay, slice(0, geom.out_size[0]), 1)
+    ((_, reach, x0),) = sh._inner_cols(images, geom, inner, lay, slice(0, geom.out_size[0]), "zeros")
     assert np.shares_memory(x0, images)
+    # the rows of X̃_0 that offsets 0..2 read for output rows 0..39 are 0..41; 0 and 41 are
+    # the zero padding, left out
+    assert reach == slice(1, 41) and x0.shape[-1] == 40 * lay.row[0]

@@ -447,21 +447,33 @@ def _data_rows(geom: _args.Geometry, group: _Taps, reach: slice, mode: str) -> s
     return slice(start, max(start, min(reach.stop, lo + geom.in_size[0])))
 
 
-def _inner_cols(images, inner_geom, lay: Layout, rows: slice, groups: int) -> list:
-    """``(group, X̃_0)`` for every phase group (``_Taps``) of the first dim: ``X̃_0 (G, K_g/k_1,
-    L_q + last shift·R_1)``, the rows of the group's first offset over every column its
-    offsets read."""
+def _inner_cols(images, geom: _args.Geometry, inner_geom, lay: Layout, rows: slice, mode: str) -> list:
+    """``(group, reach, X̃_0)`` for every phase group (``_Taps``) of the first dim: ``X̃_0 (G,
+    K_g/k_1, (reach rows)·R_1)``, the rows of the group's first offset over the columns of the
+    rows ``reach`` of it that its offsets read, less those on zero padding (``_data_rows``:
+    they hold zeros and add nothing), or None where that leaves no rows."""
     parts = []
     for group in lay.taps[0]:
-        reach, inner = _reach(rows, group), _first_dim_offset(lay, group)
+        reach, inner = _data_rows(geom, group, _reach(rows, group), mode), _first_dim_offset(lay, group)
+        if reach.stop <= reach.start:                   # every read is padding
+            parts.append((group, reach, None))
+            continue
         if images.shape[0] == 1 and _args.prod(inner_geom.kernel) == 1 and not any(lay.wrap):
             # one tap per channel (a 1-d kernel, or k x 1 x 1): X̃_0 is a slice of the images
             ((_, phase, start),) = tap_starts(inner, inner_geom.kernel, reach.start)
             x0 = images[0, :, phase, start:start + lay.columns(reach.stop - reach.start)]
         else:
             x0 = unfold(images, inner_geom, inner, reach)
-        parts.append((group, x0.reshape(groups, -1, x0.shape[-1])))
+        parts.append((group, reach, x0.reshape(geom.groups, -1, x0.shape[-1])))
     return parts
+
+
+def _offset_rows(rows: slice, reach: slice, group: _Taps, j: int) -> slice:
+    """The output rows of ``rows`` whose first-dim offset ``j`` of ``group`` reads a row of
+    ``reach`` (rows of its ``X̃_0``): output row ``r`` reads row ``r + j·u_step``."""
+    shift = j * group.u_step
+    start = max(rows.start, reach.start - shift)
+    return slice(start, max(start, min(rows.stop, reach.stop - shift)))
 
 
 def _stacked_weight(weight: np.ndarray, groups: int, group: _Taps) -> np.ndarray:
@@ -494,17 +506,31 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             images, tile = phase_images(x[samples], geom, lay, mode), samples
         n = samples.stop - samples.start
         if inner_geom:                                                    # one sample per tile
-            # Z = [W̃_a; ...] X̃_0 per phase group, then Y = Σ_a Z_a shifted left by u_a·R_1 columns
-            columns, y_ext = lay.columns(rows.stop - rows.start), None
-            for (group, x0), w_stack in zip(_inner_cols(images, inner_geom, lay, rows, groups), w_stacks):
+            # Z = [W̃_a; ...] X̃_0 per phase group, then Y = Σ_a Z_a shifted left by u_a·R_1 columns,
+            # each Z_a over the output rows whose reads are not all zero padding
+            columns, y_ext, row_len = lay.columns(rows.stop - rows.start), None, lay.row[0]
+            for (group, reach, x0), w_stack in zip(_inner_cols(images, geom, inner_geom, lay, rows, mode),
+                                                   w_stacks):
+                if reach.stop <= reach.start:
+                    continue
                 z = np.matmul(w_stack, x0, out=gemm_empty(w_stack.shape[:2] + x0.shape[-1:], x.dtype))
                 z = z.reshape(groups, group.count, c_out // groups, -1)
-                for j in range(group.count):
-                    shift = j * group.u_step * lay.row[0]
+                # the widest first: where it spans every row, Y is written into its Z_a
+                outs = sorted(((j, _offset_rows(rows, reach, group, j)) for j in range(group.count)),
+                              key=lambda j_out: j_out[1].start - j_out[1].stop)
+                for j, out in outs:
+                    if out.stop <= out.start:
+                        continue
+                    first = out.start + j * group.u_step - reach.start
+                    z_a = z[:, j, :, first * row_len:(first + out.stop - out.start) * row_len]
                     if y_ext is None:
-                        y_ext = z[:, j, :, shift:shift + columns]
-                    else:
-                        y_ext += z[:, j, :, shift:shift + columns]
+                        if out == rows:
+                            y_ext = z_a
+                            continue
+                        y_ext = np.zeros((groups, c_out // groups, columns), dtype=x.dtype)
+                    y_ext[:, :, (out.start - rows.start) * row_len:(out.stop - rows.start) * row_len] += z_a
+            if y_ext is None:
+                y_ext = np.zeros((groups, c_out // groups, columns), dtype=x.dtype)
         else:
             cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
             y_ext = np.matmul(w_mat, cols, out=gemm_empty(w_mat.shape[:2] + cols.shape[-1:], x.dtype))
@@ -617,13 +643,18 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
         split_dx = weight is not None and dx_inner_geom and (
             stack_dx or bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES)
         if split_dw or split_dx:
-            x_zero = _inner_cols(images, inner_geom, lay, rows, groups) if split_dw else None
+            x_zero = _inner_cols(images, geom, inner_geom, lay, rows, mode) if split_dw else None
             for index, group in enumerate(lay.taps[0]):
                 if split_dw and not stack_dw:
+                    _, reach, x0 = x_zero[index]
                     for j in range(group.count):  # dW̃_aᵀ = X̃_0[:, u_a·R_1 :][:, :L_q] δ_extᵀ
-                        shift = j * group.u_step * lay.row[0]
-                        x_a = x_zero[index][1][:, :, shift:shift + dy_ext.shape[-1]]
-                        dw_sum.add(group.m0 + j * group.m_step, x_a, dy_ext.swapaxes(1, 2))
+                        out = _offset_rows(rows, reach, group, j)   # the columns off the padding
+                        if out.stop <= out.start:
+                            continue
+                        first = out.start + j * group.u_step - reach.start
+                        x_a = x0[:, :, first * lay.row[0]:(first + out.stop - out.start) * lay.row[0]]
+                        dy_a = dy_ext[:, :, (out.start - rows.start) * lay.row[0]:(out.stop - rows.start) * lay.row[0]]
+                        dw_sum.add(group.m0 + j * group.m_step, x_a, dy_a.swapaxes(1, 2))
                 if split_dx and not stack_dx:
                     cols = gemm_empty((groups, w_stack_t[index].shape[1]) + dy_ext.shape[-1:], dy.dtype)
                     for j in range(group.count):  # dX̃_a one offset at a time
@@ -640,8 +671,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                 dy_stack = _shifted_stack(dy_ext, group, lay, first, (reach.stop - reach.start) * lay.row[0])
                 if stack_dw:
                     # [dW̃_aᵀ ...] = X̃_0 [δ_ext shifted right by u_a·R_1; ...]ᵀ: Σ_q X̃_0[q + u_a·R_1] δ_ext[q]
-                    x0 = x_zero[index][1][:, :, first:first + dy_stack.shape[-1]]
-                    dw_sum.add(0, x0, dy_stack.swapaxes(1, 2))
+                    dw_sum.add(0, x_zero[index][2], dy_stack.swapaxes(1, 2))   # X̃_0 over ``reach``
                 if split_dx and stack_dx:
                     # Σ_a dX̃_a shifted right by u_a·R_1 = [W̃_aᵀ ...] [δ_ext shifted by u_a·R_1; ...]
                     w_t = w_stack_t[index]
