@@ -54,13 +54,15 @@ elements per sample (T_h, T_w tile rows and columns, plus one spare of each; see
 the layout note below): about 4x the input plus 4x the output. The batch is
 processed in chunks under ``npconv.get_workspace_limit()`` (runs of tile rows of
 one sample if a sample does not fit), at most CACHE_BYTES at a time so that V
-and M stay in the L3 cache between the passes. Every GEMM is per sample —
-``np.matmul`` over a leading (sample, 16, G) stack — and the weight gradient
-sums the samples one at a time in order, so results do not depend on the
-chunking as long as one sample fits (nor on the batch size). The input transform
-is elementwise adds over flat (sample, channel-block) arrays of about BLOCK_BYTES,
-run on the calling thread (``_run_units``). The output transform and the weight
-gradient's δ transform are one GEMM per sample by the Kronecker transform matrix
+and M stay in the L3 cache between the passes. The forward GEMMs take the
+chunk's samples side by side, ``(C_og, C_ig) @ (C_ig, n·T')`` per (ξν, group) —
+each output column is still one dot product over C_ig in BLAS's fixed order, so
+the samples in a chunk do not change its bits — and the weight gradient sums the
+samples one at a time in order: results do not depend on the chunking as long as
+one sample fits (nor on the batch size). The input transform is elementwise adds
+over flat (channel-block, sample) arrays of about BLOCK_BYTES, run on the calling
+thread (``_run_units``). The output transform is one GEMM per chunk and the weight
+gradient's δ transform one GEMM per sample by the Kronecker transform matrix
 (``(Aᵀ ⊗ Aᵀ)`` 4x16, ``(A' ⊗ A')`` 16x4), which BLAS runs on both cores in one
 stream over M or δ; as adds they took 1.3-2x longer. The input transform as a
 GEMM lost (128@28: 2.2 vs 1.1 ms), because its 16 tile elements are 16 strided copies.
@@ -216,41 +218,43 @@ def _bt_rows(d, out):
     np.subtract(d[1], d[3], out=out[3])
 
 
-# Layout of the transformed tiles. Per (sample, ξν, channel) the tiles of a piece
+# Layout of the transformed tiles. Per (ξν, channel, sample) the tiles of a piece
 # are stored row-major as (t_r + 1, C_w) with C_w = T_w + 1: a spare tile column
-# per row and a spare tile row per channel. The transforms work on the input split
-# by row and column parity, ``Z[2i + rp, 2j + cp]`` as four (t_r + 1, C_w) planes per
-# channel, back to back, so that "the next tile" is the next element (+1) or the
-# next row (+C_w) of one flat array: each add runs over the flat arrays of a whole
-# block of channels (NumPy's fast contiguous loop, one call per term) instead of
-# stride-2 views or short rows. The spares hold wrapped-around (finite) values
-# that never reach a result: the GEMMs take the first t_r rows as a strided view
-# (BLAS's leading dimension), M's spare row is zeroed and the output transform
-# drops the spares, and in the weight gradient the δ transform is exactly 0 there.
-# (The output and δ transforms read these planes with one GEMM per sample; only the
-# input transform still runs as adds.)
+# per row and a spare tile row per (channel, sample). The transforms work on the input
+# split by row and column parity, ``Z[2i + rp, 2j + cp]`` as four (t_r + 1, C_w) planes
+# per (channel, sample), back to back, so that "the next tile" is the next element (+1)
+# or the next row (+C_w) of one flat array: each add runs over the flat arrays of a
+# whole block of channels (NumPy's fast contiguous loop, one call per term) instead of
+# stride-2 views or short rows. The spares hold wrapped-around (finite) values that
+# never reach a result: the forward GEMMs and the output transform carry them along
+# in their own columns, which are then dropped; the weight gradient's GEMMs take the
+# first t_r rows as a strided view (BLAS's leading dimension), where the δ transform
+# is exactly 0 in the spare column. (The output and δ transforms read these planes
+# with GEMMs; only the input transform still runs as adds.)
 def _input_transform(x: np.ndarray, pads, mode: str, tile_rows: slice, tiles_w: int, v: np.ndarray):
     """V = Bᵀ d B for the 4x4 input tiles of tile rows ``tile_rows``.
 
-    x ``(n, C, H, W)`` (unpadded); v ``(n, 16, C, (t_r+1)·C_w)`` filled (index ξ·4+ν)
-    except the spare tile row. Tile (r, j) reads Xp rows 2r..2r+3, columns 2j..2j+3
-    (Xp zero-extended at the bottom/right).
+    x ``(n, C, H, W)`` (unpadded); v ``(16, C, n, (t_r+1)·C_w)`` filled (index ξ·4+ν)
+    but the last spare tile row, the samples side by side so that one GEMM per ξν takes
+    them all. Tile (r, j) reads
+    Xp rows 2r..2r+3, columns 2j..2j+3 (Xp zero-extended at the bottom/right).
     """
     batch, chans = x.shape[:2]
     t_r = tile_rows.stop - tile_rows.start
     first, width = 2 * tile_rows.start, tiles_w + 1
     size = (t_r + 1) * width                     # one parity plane of one channel
-    units = _blocks(batch, chans, 12 * size * x.itemsize)
+    units = _blocks(1, chans, 12 * batch * size * x.itemsize)
     (lo_h, _), (lo_w, _) = pads
 
     def body(start, end):
-        for n, c0, c1 in units[start:end]:
-            planes = np.empty((2, 2, c1 - c0, t_r + 1, width), dtype=x.dtype)
-            if mode == "zeros":
-                _place_parity(x[n, c0:c1], lo_h, lo_w, first, planes)
-            else:
-                _place_parity(pad(x[n:n + 1, c0:c1], pads, mode)[0], 0, 0, first, planes)
-            flat = planes.reshape(2, 2, -1)                               # (rp, cp, c·size)
+        for _, c0, c1 in units[start:end]:
+            planes = np.empty((2, 2, c1 - c0, batch, t_r + 1, width), dtype=x.dtype)
+            for n in range(batch):
+                if mode == "zeros":
+                    _place_parity(x[n, c0:c1], lo_h, lo_w, first, planes[:, :, :, n])
+                else:
+                    _place_parity(pad(x[n:n + 1, c0:c1], pads, mode)[0], 0, 0, first, planes[:, :, :, n])
+            flat = planes.reshape(2, 2, -1)                               # (rp, cp, c·n·size)
             length = flat.shape[-1]
             cols = np.empty((2, 4, length), dtype=x.dtype)                # Bᵀ over columns, per rp
             for rp in range(2):
@@ -261,7 +265,7 @@ def _input_transform(x: np.ndarray, pads, mode: str, tile_rows: slice, tiles_w: 
             for nu in range(4):
                 even, odd = cols[0, nu], cols[1, nu]
                 _bt_rows((even[:stop], odd[:stop], even[width:], odd[width:]),
-                         [v[n, 4 * xi + nu, c0:c1].reshape(-1)[:stop] for xi in range(4)])
+                         [v[4 * xi + nu, c0:c1].reshape(-1)[:stop] for xi in range(4)])
 
     _run_units(body, len(units))
 
@@ -286,8 +290,8 @@ def _grad_transform(dy: np.ndarray, tile_rows: slice, tiles_w: int, e: np.ndarra
 def _output_transform(m: np.ndarray, y: np.ndarray, tile_rows: slice, tiles_w: int):
     """Y = Aᵀ M A into rows ``2·tile_rows`` of y ``(n, C, O_h, O_w)`` (edge tiles cropped).
 
-    m ``(n, 16, C, (t_r+1)·C_w)``, spare tile rows finite. Per sample one GEMM
-    ``(Aᵀ ⊗ Aᵀ) (4, 16) @ M (16, C·(t_r+1)·C_w)`` gives the four output parities
+    m ``(16, C, n, (t_r+1)·C_w)``, spare tile rows finite. One GEMM
+    ``(Aᵀ ⊗ Aᵀ) (4, 16) @ M (16, C·n·(t_r+1)·C_w)`` gives the four output parities
     ``Y[2i + a, 2j + b]``, then one strided copy per parity. BLAS streams M once on both
     cores, where 24 two-operand adds streamed it 3 times on one (N=8, float32: 128@28
     1.3 -> 0.9 ms, 256@14 1.0 -> 0.5 ms, 64@56 2.4 -> 1.9 ms).
@@ -299,16 +303,14 @@ def _output_transform(m: np.ndarray, y: np.ndarray, tile_rows: slice, tiles_w: i
     # valid tile rows / columns for output parity a / b (the last tile may stick out)
     rows_a = [min(t_r, (out_h - a - 2 * r0 + 1) // 2) for a in range(2)]
     cols_b = [min(tiles_w, (out_w - b + 1) // 2) for b in range(2)]
-    a_kron = _A_KRON.astype(y.dtype)
-    parities = np.empty((4, chans, t_r + 1, width), dtype=y.dtype)
-    for n in range(batch):
-        np.matmul(a_kron, m[n].reshape(16, -1), out=parities.reshape(4, -1))
-        for a in range(2):
-            for b in range(2):
-                ra, cb = rows_a[a], cols_b[b]
-                if ra > 0 and cb > 0:
-                    y[n, :, 2 * r0 + a:2 * r0 + a + 2 * ra - 1:2, b:b + 2 * cb - 1:2] = \
-                        parities[2 * a + b, :, :ra, :cb]
+    parities = np.matmul(_A_KRON.astype(y.dtype), m.reshape(16, -1)).reshape(4, chans, batch, t_r + 1, width)
+    y_cn = y.swapaxes(0, 1)                                               # (C, n, O_h, O_w)
+    for a in range(2):
+        for b in range(2):
+            ra, cb = rows_a[a], cols_b[b]
+            if ra > 0 and cb > 0:
+                y_cn[:, :, 2 * r0 + a:2 * r0 + a + 2 * ra - 1:2, b:b + 2 * cb - 1:2] = \
+                    parities[2 * a + b, :, :, :ra, :cb]
 
 
 # --------------------------------------------------------------------------
@@ -365,14 +367,18 @@ def _correlate(x: np.ndarray, u: np.ndarray, pads, mode: str, out_size) -> np.nd
     for samples, tile_rows in _pieces(batch, tiles_h, tiles_w + 1, 16 * (c_in + c_out) * x.itemsize):
         n = samples.stop - samples.start
         t_r = tile_rows.stop - tile_rows.start
-        size, tiles = (t_r + 1) * (tiles_w + 1), t_r * (tiles_w + 1)     # per channel: with / without the spare row
-        v = work.get("v", (n, 16, groups, c_ig, size))
-        _input_transform(x[samples], pads, mode, tile_rows, tiles_w, v.reshape(n, 16, c_in, size))
-        m = work.get("m", (n, 16, groups, c_og, size))
-        m[..., tiles:] = 0              # spare row: the output GEMM reads it (finite, then dropped)
-        # M[ξν] = U[ξν] V[ξν]: one GEMM per (sample, ξν, group), (C_og, C_ig) @ (C_ig, T)
-        np.matmul(u, v[..., :tiles], out=m[..., :tiles])
-        _output_transform(m.reshape(n, 16, c_out, size), y[samples], tile_rows, tiles_w)
+        size = (t_r + 1) * (tiles_w + 1)                 # per (channel, sample), with the spare row
+        v = work.get("v", (16, groups, c_ig, n * size))
+        _input_transform(x[samples], pads, mode, tile_rows, tiles_w, v.reshape(16, c_in, n, size))
+        m = work.get("m", (16, groups, c_og, n * size))
+        # M[ξν] = U[ξν] V[ξν]: one GEMM per (ξν, group) over the chunk's samples side by side,
+        # (C_og, C_ig) @ (C_ig, n·T'), spare tile rows included but the last (finite, then
+        # dropped): up to 1/t_r more columns, but n times fewer and wider GEMMs (N=8, float32,
+        # the 16 GEMMs of 8 samples: 128@28 3.7 -> 2.6 ms, 256@14 4.2 -> 2.4)
+        columns = n * size - (tiles_w + 1)
+        m[..., columns:] = 0
+        np.matmul(u, v[..., :columns], out=m[..., :columns])
+        _output_transform(m.reshape(16, c_out, n, size), y[samples], tile_rows, tiles_w)
     return y
 
 
@@ -425,11 +431,11 @@ def winograd_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mo
         n = samples.stop - samples.start
         t_r = tile_rows.stop - tile_rows.start
         size, tiles = (t_r + 1) * (tiles_w + 1), t_r * (tiles_w + 1)
-        v = work.get("v", (n, 16, groups, c_ig, size))
-        _input_transform(x[samples], geom.pads, mode, tile_rows, tiles_w, v.reshape(n, 16, c_in, size))
+        v = work.get("v", (16, groups, c_ig, n, size))
+        _input_transform(x[samples], geom.pads, mode, tile_rows, tiles_w, v.reshape(16, c_in, n, size))
         e = work.get("e", (n, 16, groups, c_og, tiles))
         _grad_transform(dy[samples], tile_rows, tiles_w, e.reshape(n, 16, c_out, tiles))
         for i in range(n):  # fixed order over samples (see docstring)
-            np.matmul(e[i], v[i, ..., :tiles].swapaxes(-1, -2), out=sample_dw)   # (16, G, C_og, C_ig)
+            np.matmul(e[i], v[..., i, :tiles].swapaxes(-1, -2), out=sample_dw)   # (16, G, C_og, C_ig)
             parallel_for(accumulate, 16)
     return _weight_grad_output(dw_hat)
