@@ -22,6 +22,7 @@ The loop is over sample blocks and kernel offsets, never over pixels.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from . import _args
 from ._config import parallel_for
@@ -34,6 +35,20 @@ BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cac
 def _block(lay, channels: int, itemsize: int) -> int:
     """Samples per block (at least one)."""
     return max(1, BLOCK_BYTES // max(1, channels * lay.flat_size * itemsize))
+
+
+def _tap_windows(images: np.ndarray, lay, taps, columns: int):
+    """``(n, G, *k, L_q)`` view: ``[..., m, q] = images[..., phase, start_m + q]``, where all
+    kernel offsets read one phase (every stride 1), else None."""
+    if any(len(dim) != 1 for dim in lay.taps):
+        return None
+    _, phase, start = taps[0]                      # offset 0 (taps are sorted by m)
+    item = images.itemsize
+    first = images[:, :, phase, start:]
+    return as_strided(first, shape=first.shape[:2] + tuple(dim[0].count for dim in lay.taps) + (columns,),
+                      strides=first.strides[:2] + tuple(dim[0].u_step * r * item
+                                                        for dim, r in zip(lay.taps, lay.row)) + (item,),
+                      writeable=False)
 
 
 def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str, bias=None) -> np.ndarray:
@@ -121,6 +136,16 @@ def depthwise_weight_grad(x: np.ndarray, dy: np.ndarray, geom, mode: str) -> np.
             n = samples.stop - samples.start
             images = phase_images(x[samples], geom, lay, mode)              # (n, G, phases, flat)
             dy_ext = extend(dy[samples], lay).reshape(n, groups, mult, columns)   # 0 on garbage columns
+            windows = _tap_windows(images, lay, taps, columns)
+            if windows is not None:
+                # Σ_o δ[n,g,j,o]·Xp[n,g,o+m·dil] for every m of one channel in a row: the batch
+                # axes of the stacked matmul run (n, g, m), so a channel's δ and image stay in
+                # cache over its taps instead of being read again from memory for each tap
+                # (dw 3x3 32@112, N=16: 9.5 -> 7.0 ms; 5x5 64@56, N=8: 5.2 -> 3.0; same bits)
+                d = windows.ndim - 3
+                dots = np.matmul(dy_ext.reshape((n, groups) + (1,) * d + (mult, columns)), windows[..., None])
+                partial_sums[first] = dots[..., 0].sum(axis=0).reshape(groups, kernel_len, mult).swapaxes(1, 2)
+                continue
             dw = np.zeros((groups, mult, kernel_len), dtype=x.dtype)
             for m, phase, begin in taps:
                 # Σ_{n,o} δ[n,g,j,o]·Xp[n,g,o·s+m·dil]: one contiguous dot per (sample, channel)
