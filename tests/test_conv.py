@@ -884,3 +884,26 @@ def test_channel_sums_of_products(rng, shape):
     got32 = channel_sums(a.astype(np.float32), b.astype(np.float32))
     assert got32.dtype == np.float32
     assert np.all(np.abs(got32 - truth) <= 8 * np.finfo(np.float32).eps * scale)
+
+
+@pytest.mark.parametrize("groups, dtype", [(1, np.float64), (2, np.float64), (4, np.float32)])
+def test_pointwise_input_grad_is_one_product(torch, rng, assert_close, groups, dtype):
+    """A 1x1 stride-1 unpadded kernel's dx is W̃ᵀ δ per sample and group written straight
+    into dx (``_conv_input_grad_fold``: its fold is the identity), also for a δ that is a
+    non-contiguous view; against torch autograd. float64 within 1e-12 of the scale; float32
+    within 1e-6 of it (K = 8 products per output: a few ulps)."""
+    x = rng.standard_normal((3, 8, 5, 7)).astype(dtype)
+    w = rng.standard_normal((12, 8 // groups, 1, 1)).astype(dtype)
+    dy = rng.standard_normal((3, 12, 7, 5)).astype(dtype).swapaxes(2, 3)   # (3, 12, 5, 7) view
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    (torch.nn.functional.conv2d(xt, wt, groups=groups) * torch.tensor(np.ascontiguousarray(dy))).sum().backward()
+    for algorithm in ("auto", "im2col"):
+        grads = npconv.conv_grad(dy, x, w, groups=groups, bias=False, algorithm=algorithm)
+        assert grads.dx.dtype == dtype
+        if dtype == np.float64:
+            assert_close(grads.dx, xt.grad.numpy())
+            assert_close(grads.dweight, wt.grad.numpy())
+        else:
+            scale = np.abs(xt.grad.numpy()).max()
+            np.testing.assert_allclose(grads.dx, xt.grad.numpy(), rtol=0, atol=1e-6 * scale)

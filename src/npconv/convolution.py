@@ -399,6 +399,14 @@ def _conv_input_grad_fold(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
     c_in = weight.shape[1] * groups
     w_mat_t = weight.reshape(groups, c_out // groups, -1).swapaxes(1, 2)   # W̃_gᵀ (G, K, C_og)
     dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
+    if geom.pointwise and tuple(geom.in_size) == tuple(geom.out_size):
+        # 1x1, stride 1, no padding (and, for a transposed convolution, no output padding):
+        # X̃ of a sample is x itself, so its fold is the identity and
+        # dX_n = W̃ᵀ δ_n per sample and group, straight into dx (1x1 256->64@56, N=8: no padded
+        # buffer, col2im adds or crop, 5.2 -> 3.0 ms)
+        np.matmul(w_mat_t, dy.reshape(batch, groups, c_out // groups, -1),
+                  out=dx.reshape(batch, groups, c_in // groups, -1))
+        return dx
     dxp, padded_batch = None, None
 
     def unpad_into_dx():
