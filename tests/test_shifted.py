@@ -370,3 +370,18 @@ def test_k_by_1_kernel_reads_the_images(monkeypatch):
     # the rows of X̃_0 that offsets 0..2 read for output rows 0..39 are 0..41; 0 and 41 are
     # the zero padding, left out
     assert reach == slice(1, 41) and x0.shape[-1] == 40 * lay.row[0]
+
+
+def test_one_tap_kernel_reads_the_images():
+    """A 1x1 stride-2 kernel's X̃ of a one-sample tile is a slice of the phase images, not a
+    copy (``_columns``); with two samples it is the unfold's copy."""
+    x = np.random.default_rng(0).standard_normal((1, 4, 12, 12))
+    geom = _geometry(x, np.zeros((6, 4, 1, 1)), 2, 0)
+    lay = sh.layout(geom, "zeros", wrap=True)
+    rows = slice(0, geom.out_size[0])
+    images = sh.phase_images(x, geom, lay, "zeros")
+    cols = sh._columns(images, geom, lay, rows)
+    assert np.shares_memory(cols, images)
+    np.testing.assert_array_equal(cols.reshape(4, 6, -1)[:, :, :6], x[0, :, ::2, ::2])
+    two = sh.phase_images(np.concatenate([x, x]), geom, lay, "zeros")
+    assert not np.shares_memory(sh._columns(two, geom, lay, rows), two)

@@ -331,6 +331,16 @@ def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -
     return cols
 
 
+def _columns(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -> np.ndarray:
+    """``unfold``, or where the kernel has one tap and the tile one sample, the slice of the
+    images that is its X̃, ``(C, L_q)``, without a copy (a 1x1 stride-2 kernel: 1x1 s2
+    256->512@56, N=8: forward 5.86 -> 5.69 ms, conv_grad 12.0 -> 11.7)."""
+    if images.shape[0] == 1 and _args.prod(geom.kernel) == 1 and not any(lay.wrap):
+        ((_, phase, start),) = tap_starts(lay, geom.kernel, rows.start)
+        return images[0, :, phase, start:start + lay.columns(rows.stop - rows.start)]
+    return unfold(images, geom, lay, rows)
+
+
 def _mask_wraps(cols: np.ndarray, lay: Layout) -> None:
     """Zero the columns of X̃ (or dX̃) ``(C, *k, n, L_q)`` whose last-dim offset reads across
     a row edge of a wrapped inner dim (``_wrapped_dim``): one strided fill per output position."""
@@ -538,7 +548,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
             if y_ext is None:
                 y_ext = np.zeros((groups, c_out // groups, columns), dtype=x.dtype)
         else:
-            cols = unfold(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
+            cols = _columns(images, geom, lay, rows).reshape(groups, -1, n * lay.columns(rows.stop - rows.start))
             y_ext = np.matmul(w_mat, cols, out=gemm_empty(w_mat.shape[:2] + cols.shape[-1:], x.dtype))
         y_ext = y_ext.reshape(c_out, n, -1)
         store(y[samples, :, rows], valid(y_ext, lay, rows.stop - rows.start).swapaxes(0, 1), bias)
@@ -644,7 +654,7 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
             tile = samples
         dy_ext = _extended(dy[samples, :, rows], lay).reshape(groups, c_og, -1)
         if x is not None and not split_dw:
-            dw_sum.add(0, unfold(images, geom, lay, rows).reshape(groups, -1, dy_ext.shape[-1]),
+            dw_sum.add(0, _columns(images, geom, lay, rows).reshape(groups, -1, dy_ext.shape[-1]),
                          dy_ext.swapaxes(1, 2))                           # (δ_g X̃_gᵀ)ᵀ
         split_dx = weight is not None and dx_inner_geom and (
             stack_dx or bytes_per_column * lay.columns(rows.stop - rows.start) > SPLIT_DX_BYTES)
