@@ -112,20 +112,24 @@ def _shifted_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
     """Where the shifted unfold (``_shifted``) measured faster than the strided window copy
     (N=8, float32, 2 threads, medians of interleaved runs).
 
-    Only for d >= 2 (a 1-d window view's inner runs are already contiguous: conv1d lost 15%)
-    and not for a 1x1 stride-1 unpadded kernel (im2col's X̃ is x itself). The input gradient
+    Not for a 1x1 stride-1 unpadded kernel (im2col's X̃ is x itself). The input gradient
     always gains (its col2im becomes prod(k) contiguous adds: conv3d 16->32@16 8.5 vs 17.8 ms,
-    the 7x7 stem 13.7 vs 18.2 ms, 512@7 6.6 vs 8.2 ms). Forward and weight gradient pay for
+    the 7x7 stem 13.7 vs 18.2 ms, 512@7 6.6 vs 8.2 ms), in 1-d too, where its stacked δ needs
+    no fold at all (N=16: 64@4096 7.6 vs 8.0 ms, 64->128 s2 9.0 vs 11.7, 128@1024 4.3 vs 5.6).
+    Forward and weight gradient only for d >= 2 (a 1-d window view's inner runs are already
+    contiguous: conv1d lost 15%). They pay for
     ``L_q/L - 1`` extra GEMM columns against a cheaper copy and the stacked GEMMs of the
     first-dim split; with rows sharing their zero borders that waste is small, and they
     take it up to ``L_q/L <= 1.3``: 512@7 (1.14) forward 6.9 vs 7.4 ms, dW 6.4 vs 6.8;
     256@7 1.9 vs 2.3, 1.7 vs 1.8; 5x5 64@28 6.0 vs 8.3, 5.6 vs 7.5; ties at 512@4 (1.25)
     and 1024@7. Beyond that the waste grows fast (a 2x2 image with padding 1: 1.5).
     """
-    if geom.d < 2 or geom.pointwise:
+    if geom.pointwise:
         return False
     if kernel_pass == "input":
         return True
+    if geom.d < 2:
+        return False
     return shifted_overcompute(geom) <= 1.3
 
 
