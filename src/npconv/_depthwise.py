@@ -22,12 +22,11 @@ The loop is over sample blocks and kernel offsets, never over pixels.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from . import _args
 from ._config import parallel_for
 from ._im2col import store
-from ._shifted import extend, layout, phase_images, tap_starts, unphase, valid
+from ._shifted import extend, layout, phase_images, tap_starts, tap_windows, unphase, valid
 
 BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cache
 
@@ -35,20 +34,6 @@ BLOCK_BYTES = 512 * 2**10  # one block of padded input samples: about the L2 cac
 def _block(lay, channels: int, itemsize: int) -> int:
     """Samples per block (at least one)."""
     return max(1, BLOCK_BYTES // max(1, channels * lay.flat_size * itemsize))
-
-
-def _tap_windows(images: np.ndarray, lay, taps, columns: int):
-    """``(n, G, *k, L_q)`` view: ``[..., m, q] = images[..., phase, start_m + q]``, where all
-    kernel offsets read one phase (every stride 1), else None."""
-    if any(len(dim) != 1 for dim in lay.taps):
-        return None
-    _, phase, start = taps[0]                      # offset 0 (taps are sorted by m)
-    item = images.itemsize
-    first = images[:, :, phase, start:]
-    return as_strided(first, shape=first.shape[:2] + tuple(dim[0].count for dim in lay.taps) + (columns,),
-                      strides=first.strides[:2] + tuple(dim[0].u_step * r * item
-                                                        for dim, r in zip(lay.taps, lay.row)) + (item,),
-                      writeable=False)
 
 
 def depthwise_forward(x: np.ndarray, weight: np.ndarray, geom, mode: str, bias=None) -> np.ndarray:
@@ -136,8 +121,8 @@ def depthwise_weight_grad(x: np.ndarray, dy: np.ndarray, geom, mode: str) -> np.
             n = samples.stop - samples.start
             images = phase_images(x[samples], geom, lay, mode)              # (n, G, phases, flat)
             dy_ext = extend(dy[samples], lay).reshape(n, groups, mult, columns)   # 0 on garbage columns
-            windows = _tap_windows(images, lay, taps, columns)
-            if windows is not None:
+            if all(len(dim) == 1 for dim in lay.taps):      # every offset reads one phase (stride 1)
+                windows = tap_windows(images, lay, tuple(dim[0] for dim in lay.taps), taps[0][2], columns)
                 # Σ_o δ[n,g,j,o]·Xp[n,g,o+m·dil] for every m of one channel in a row: the batch
                 # axes of the stacked matmul run (n, g, m), so a channel's δ and image stay in
                 # cache over its taps instead of being read again from memory for each tap

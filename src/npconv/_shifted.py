@@ -302,6 +302,17 @@ def _tap_starts(lay: Layout, kernel: tuple) -> tuple:
     return tuple(sorted(starts))
 
 
+def tap_windows(images: np.ndarray, lay: Layout, taps, start: int, columns: int) -> np.ndarray:
+    """Read-only view ``(n, C, *counts, L_q)`` of the windows of one phase group per dim
+    (``taps``, a ``_Taps`` per dim): ``[n, c, j_1.., q] = images[n, c, phase, start +
+    Σ_i j_i·u_step_i·R_i + q]``, ``start`` the flat position of the group's first offset."""
+    item = images.itemsize
+    first = images[:, :, _phase_index(lay, taps), start:]
+    return as_strided(first, shape=first.shape[:2] + tuple(t.count for t in taps) + (columns,),
+                      strides=first.strides[:2] + tuple(t.u_step * r * item for t, r in zip(taps, lay.row))
+                      + (item,), writeable=False)
+
+
 def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -> np.ndarray:
     """X̃ of output rows ``rows``: images ``(n, C, phases, flat)`` -> ``(C, *k, n, L_q)``.
 
@@ -311,14 +322,10 @@ def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -
     columns = lay.columns(rows.stop - rows.start)
     cols = gemm_empty((c,) + tuple(geom.kernel) + (n * columns,), images.dtype)
     cols = cols.reshape(cols.shape[:-1] + (n, columns))
-    item = images.itemsize
     sources = []
     for taps in itertools.product(*lay.taps):
         start = rows.start * lay.row[0] + sum(t.u0 * r for t, r in zip(taps, lay.row))
-        first = images[:, :, _phase_index(lay, taps), start:]
-        src = as_strided(first, shape=(c,) + tuple(t.count for t in taps) + (n, columns),
-                         strides=(images.strides[1],) + tuple(t.u_step * r * item for t, r in zip(taps, lay.row))
-                         + (images.strides[0], item), writeable=False)
+        src = np.moveaxis(tap_windows(images, lay, taps, start, columns), 0, -2)   # (C, *counts, n, L_q)
         dst_index = tuple(slice(t.m0, None, t.m_step) for t in taps)
         sources.append((dst_index, src))
 
@@ -334,7 +341,8 @@ def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -
 def _columns(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -> np.ndarray:
     """``unfold``, or where the kernel has one tap and the tile one sample, the slice of the
     images that is its X̃, ``(C, L_q)``, without a copy (a 1x1 stride-2 kernel: 1x1 s2
-    256->512@56, N=8: forward 5.86 -> 5.69 ms, conv_grad 12.0 -> 11.7)."""
+    256->512@56, N=8: forward 5.86 -> 5.69 ms, conv_grad 12.0 -> 11.7; the first-dim
+    split's X̃_0 of a 1-d or k x 1 kernel: 3x1 64@56 forward 2.9 -> 2.6)."""
     if images.shape[0] == 1 and _args.prod(geom.kernel) == 1 and not any(lay.wrap):
         ((_, phase, start),) = tap_starts(lay, geom.kernel, rows.start)
         return images[0, :, phase, start:start + lay.columns(rows.stop - rows.start)]
@@ -343,7 +351,9 @@ def _columns(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice)
 
 def _mask_wraps(cols: np.ndarray, lay: Layout) -> None:
     """Zero the columns of X̃ (or dX̃) ``(C, *k, n, L_q)`` whose last-dim offset reads across
-    a row edge of a wrapped inner dim (``_wrapped_dim``): one strided fill per output position."""
+    a row edge of a wrapped inner dim (``_wrapped_dim``): one strided fill per output position
+    (an integer index, so that the fill's inner loop runs along a real axis; a length-1 slice
+    measured 1-2% slower on conv3d)."""
     if not lay.wrap:
         return
     d = len(lay.size)
@@ -474,22 +484,27 @@ def _inner_cols(images, geom: _args.Geometry, inner_geom, lay: Layout, rows: sli
         if reach.stop <= reach.start:                   # every read is padding
             parts.append((group, reach, None))
             continue
-        if images.shape[0] == 1 and _args.prod(inner_geom.kernel) == 1 and not any(lay.wrap):
-            # one tap per channel (a 1-d kernel, or k x 1 x 1): X̃_0 is a slice of the images
-            ((_, phase, start),) = tap_starts(inner, inner_geom.kernel, reach.start)
-            x0 = images[0, :, phase, start:start + lay.columns(reach.stop - reach.start)]
-        else:
-            x0 = unfold(images, inner_geom, inner, reach)
+        x0 = _columns(images, inner_geom, inner, reach)   # a slice for a 1-d or k x 1 x 1 kernel
         parts.append((group, reach, x0.reshape(geom.groups, -1, x0.shape[-1])))
     return parts
 
 
-def _offset_rows(rows: slice, reach: slice, group: _Taps, j: int) -> slice:
-    """The output rows of ``rows`` whose first-dim offset ``j`` of ``group`` reads a row of
-    ``reach`` (rows of its ``X̃_0``): output row ``r`` reads row ``r + j·u_step``."""
-    shift = j * group.u_step
-    start = max(rows.start, reach.start - shift)
-    return slice(start, max(start, min(rows.stop, reach.stop - shift)))
+def _offset_windows(rows: slice, reach: slice, group: _Taps, row_len: int) -> list:
+    """``(j, src, dst, whole)`` for each first-dim offset ``j`` of ``group`` that reads a row of
+    ``reach`` (the rows of its ``X̃_0``; output row ``r`` reads row ``r + j·u_step``): the
+    columns ``src`` of ``X̃_0`` (or of ``Z_a``) it reads for the output columns ``dst`` of
+    ``rows``, and whether those are all of them. Widest first."""
+    windows = []
+    for j in range(group.count):
+        shift = j * group.u_step
+        start = max(rows.start, reach.start - shift)
+        stop = min(rows.stop, reach.stop - shift)
+        if stop > start:
+            first = start + shift - reach.start
+            windows.append((j, slice(first * row_len, (first + stop - start) * row_len),
+                            slice((start - rows.start) * row_len, (stop - rows.start) * row_len),
+                            (start, stop) == (rows.start, rows.stop)))
+    return sorted(windows, key=lambda w: w[2].start - w[2].stop)
 
 
 def _stacked_weight(weight: np.ndarray, groups: int, group: _Taps) -> np.ndarray:
@@ -524,7 +539,7 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
         if inner_geom:                                                    # one sample per tile
             # Z = [W̃_a; ...] X̃_0 per phase group, then Y = Σ_a Z_a shifted left by u_a·R_1 columns,
             # each Z_a over the output rows whose reads are not all zero padding
-            columns, y_ext, row_len = lay.columns(rows.stop - rows.start), None, lay.row[0]
+            columns, y_ext = lay.columns(rows.stop - rows.start), None
             for (group, reach, x0), w_stack in zip(_inner_cols(images, geom, inner_geom, lay, rows, mode),
                                                    w_stacks):
                 if reach.stop <= reach.start:
@@ -532,19 +547,13 @@ def shifted_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mod
                 z = np.matmul(w_stack, x0, out=gemm_empty(w_stack.shape[:2] + x0.shape[-1:], x.dtype))
                 z = z.reshape(groups, group.count, c_out // groups, -1)
                 # the widest first: where it spans every row, Y is written into its Z_a
-                outs = sorted(((j, _offset_rows(rows, reach, group, j)) for j in range(group.count)),
-                              key=lambda j_out: j_out[1].start - j_out[1].stop)
-                for j, out in outs:
-                    if out.stop <= out.start:
-                        continue
-                    first = out.start + j * group.u_step - reach.start
-                    z_a = z[:, j, :, first * row_len:(first + out.stop - out.start) * row_len]
+                for j, src, dst, whole in _offset_windows(rows, reach, group, lay.row[0]):
                     if y_ext is None:
-                        if out == rows:
-                            y_ext = z_a
+                        if whole:
+                            y_ext = z[:, j, :, src]
                             continue
                         y_ext = np.zeros((groups, c_out // groups, columns), dtype=x.dtype)
-                    y_ext[:, :, (out.start - rows.start) * row_len:(out.stop - rows.start) * row_len] += z_a
+                    y_ext[:, :, dst] += z[:, j, :, src]
             if y_ext is None:
                 y_ext = np.zeros((groups, c_out // groups, columns), dtype=x.dtype)
         else:
@@ -663,14 +672,9 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
             for index, group in enumerate(lay.taps[0]):
                 if split_dw and not stack_dw:
                     _, reach, x0 = x_zero[index]
-                    for j in range(group.count):  # dW̃_aᵀ = X̃_0[:, u_a·R_1 :][:, :L_q] δ_extᵀ
-                        out = _offset_rows(rows, reach, group, j)   # the columns off the padding
-                        if out.stop <= out.start:
-                            continue
-                        first = out.start + j * group.u_step - reach.start
-                        x_a = x0[:, :, first * lay.row[0]:(first + out.stop - out.start) * lay.row[0]]
-                        dy_a = dy_ext[:, :, (out.start - rows.start) * lay.row[0]:(out.stop - rows.start) * lay.row[0]]
-                        dw_sum.add(group.m0 + j * group.m_step, x_a, dy_a.swapaxes(1, 2))
+                    # dW̃_aᵀ = X̃_0[:, u_a·R_1 :][:, :L_q] δ_extᵀ, on the columns off the padding
+                    for j, src, dst, _ in _offset_windows(rows, reach, group, lay.row[0]):
+                        dw_sum.add(group.m0 + j * group.m_step, x0[:, :, src], dy_ext[:, :, dst].swapaxes(1, 2))
                 if split_dx and not stack_dx:
                     cols = gemm_empty((groups, w_stack_t[index].shape[1]) + dy_ext.shape[-1:], dy.dtype)
                     for j in range(group.count):  # dX̃_a one offset at a time
@@ -680,7 +684,8 @@ def shifted_backward(dy: np.ndarray, geom: _args.Geometry, mode: str, *, x=None,
                 if not (stack_dw or (split_dx and stack_dx)):
                     continue
                 # only the columns whose first-dim row lands on the input, not its padding
-                reach = _data_rows(geom, group, _reach(rows, group), mode)
+                # (the rows of X̃_0 where dW uses it)
+                reach = x_zero[index][1] if split_dw else _data_rows(geom, group, _reach(rows, group), mode)
                 if reach.stop <= reach.start:
                     continue
                 first = (reach.start - rows.start) * lay.row[0]
