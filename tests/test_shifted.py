@@ -302,7 +302,9 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 64, 28, 28), (64, 64, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
     ((8, 96, 40, 40), (96, 96, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
-    ((8, 128, 28, 28), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
+    ((8, 128, 28, 28), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
+    ((8, 80, 40, 40), (80, 80, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
+    ((8, 128, 40, 40), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
     ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
     ((8, 256, 56, 56), (64, 256, 1, 1), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
     # k divisible by s with enough rows: the stride phases compute dx

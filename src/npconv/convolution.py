@@ -88,8 +88,9 @@ def _depthwise_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> boo
 def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
     """Where Winograd F(2x2,3x3) measured faster than im2col (``_winograd`` docstring) and
     than the shifted kernel: enough channels for its 16 GEMMs and enough 2x2 tiles
-    (L >= 196, L·min(C_og, C_ig) >= 50 000; 100 000 for the weight gradient, whose
-    per-sample GEMMs reduce over the tiles). Not 512@7, the 3->64 stem, small groups.
+    (L >= 196, L·min(C_og, C_ig) >= 50 000; for the weight gradient, whose per-sample
+    GEMMs reduce over the tiles, 100 000 and C²·L >= 14e6). Not 512@7, the 3->64 stem,
+    small groups.
 
     Against the shifted kernel's stacked GEMMs (N=8 float32, medians of interleaved runs,
     forward / dW / dx ms): at 64 channels Winograd wins forward and dx on small images
@@ -100,12 +101,15 @@ def _winograd_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool
     """
     channels = min(weight_shape[0] // geom.groups, weight_shape[1])
     positions = _args.prod(geom.out_size)
-    work = 100_000 if kernel_pass == "weight" else 50_000
     if kernel_pass == "weight":
-        enough = channels >= 80
-    else:
-        enough = channels >= 80 or (channels >= 64 and positions <= 1600)
-    return enough and positions >= 196 and positions * channels >= work
+        # its 16 GEMMs per sample, (C_og, T) @ (T, C_ig) over T = L/4 tiles, must be big
+        # enough too: C²·L >= 14e6 (dW ms, Winograd vs shifted: 80@40 6.1 vs 5.4, 128@28
+        # 6.0 vs 5.8, 160@20 5.0 vs 4.6 below it; 96@40 6.9 vs 7.1, 128@40 10.7 vs 11.1,
+        # 256@28 16.1 vs 19.2 above it; in the VM's slow mode 128@28 11.9 vs 6.5)
+        return (channels >= 80 and positions >= 196 and positions * channels >= 100_000
+                and channels * channels * positions >= 14_000_000)
+    enough = channels >= 80 or (channels >= 64 and positions <= 1600)
+    return enough and positions >= 196 and positions * channels >= 50_000
 
 
 def _shifted_pays(geom: _args.Geometry, weight_shape, kernel_pass: str) -> bool:
