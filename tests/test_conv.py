@@ -907,3 +907,60 @@ def test_pointwise_input_grad_is_one_product(torch, rng, assert_close, groups, d
         else:
             scale = np.abs(xt.grad.numpy()).max()
             np.testing.assert_allclose(grads.dx, xt.grad.numpy(), rtol=0, atol=1e-6 * scale)
+
+
+# --------------------------------------------------------------------------
+# the stride-1 full convolution: δ correlated with the flipped kernel, landing on dx
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, kernel, padding, dilation, groups", [
+    ((2, 4, 17), (3, 4, 3), 1, 1, 1),             # "same"
+    ((2, 4, 17), (3, 4, 3), 0, 1, 1),             # valid: the full reach dil·(k-1) on δ
+    ((2, 4, 17), (3, 4, 4), ((3, 1),), 1, 1),     # asymmetric, one side at the full reach
+    ((2, 4, 17), (4, 2, 3), 3, 2, 2),             # dilated, grouped, p = dil·(k-1) - 1
+    ((2, 3, 9, 8), (5, 3, 3, 2), ((1, 2), (0, 1)), 1, 1),
+    ((1, 2, 5, 4, 6), (3, 2, 2, 3, 3), 1, (1, 2, 1), 1),
+])
+def test_stride1_full_conv_lands_on_dx(torch, rng, assert_close, shape, kernel, padding,
+                                       dilation, groups):
+    """dx_method="full_conv" at stride 1 with zero padding p <= dil·(k-1) correlates δ,
+    padded by dil·(k-1) - p, with the flipped kernel straight onto dx. Float64, 1e-12 of
+    the scale (one GEMM per tile, as the other im2col paths), against torch autograd."""
+    from npconv import _args
+    from npconv.convolution import _same_conv_fits
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(kernel)
+    kwargs = dict(padding=padding, dilation=dilation, groups=groups)
+    call = _args.conv_call(x, w, None, 1, padding, dilation, groups, "zeros")
+    assert _same_conv_fits(call.geom, "zeros")
+    dy = rng.standard_normal(npconv.conv(x, w, **kwargs).shape)
+    d = len(shape) - 2
+    pads = [p for pair in reversed(call.geom.pads) for p in pair]       # F.pad's order
+    tx = torch.tensor(x, requires_grad=True)
+    conv_t = (None, torch.nn.functional.conv1d, torch.nn.functional.conv2d,
+              torch.nn.functional.conv3d)[d]
+    ty = conv_t(torch.nn.functional.pad(tx, pads), torch.tensor(w), dilation=dilation, groups=groups)
+    (ty * torch.tensor(dy)).sum().backward()
+    for algorithm in ("auto", "im2col"):
+        dx = npconv.conv_grad(dy, x, w, **kwargs, dx_method="full_conv", algorithm=algorithm).dx
+        assert_close(dx, tx.grad.numpy())
+    # float32: a sum of K = C_og·prod(k) terms, within 2·K ulps of its scale Σ|W||δ|
+    dx32 = npconv.conv_grad(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
+                            **kwargs, dx_method="full_conv").dx
+    assert dx32.dtype == np.float32
+    terms = kernel[0] // groups * math.prod(kernel[2:])
+    scale = np.max(npconv.conv_grad(np.abs(dy), x, np.abs(w), **kwargs).dx)
+    assert_close(dx32, tx.grad.numpy(), rtol=2 * terms * np.finfo(np.float32).eps, scale=scale)
+
+
+def test_auto_takes_the_stride1_full_conv_for_1d_input_gradients(rng):
+    """"auto" gives a 1-d stride-1 zero-padded input gradient with C_in >= C_out to the
+    full convolution of δ (``_same_conv_pays``): the same bits as asking for it."""
+    from npconv.convolution import _conv_input_grad_full
+    x = rng.standard_normal((3, 6, 40)).astype(np.float32)
+    w = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 4, 40)).astype(np.float32)
+    from npconv import _args
+    geom = _args.conv_call(x, w, None, 1, 1, 1, 1, "zeros").geom
+    expected = _conv_input_grad_full(dy, w, geom, "zeros", "im2col")
+    np.testing.assert_array_equal(npconv.conv_grad(dy, x, w, padding=1).dx, expected)
+    np.testing.assert_array_equal(npconv.conv_transpose1d(dy, w, padding=1), expected)

@@ -305,7 +305,11 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     ((8, 128, 28, 28), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
     ((8, 80, 40, 40), (80, 80, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
     ((8, 128, 40, 40), (128, 128, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),
-    ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
+    # 1-d: dx is the stride-1 correlation of δ with the flipped kernel (im2col's forward on
+    # δ, _same_conv_pays) where C_in >= C_out, else the shifted kernel's stacked δ
+    ((16, 64, 4096), (64, 64, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
+    ((16, 32, 4096), (64, 32, 3), 1, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
+    ((16, 64, 4096), (128, 64, 3), 2, {"forward": "im2col", "weight": "im2col", "input": "shifted"}),
     ((8, 256, 56, 56), (64, 256, 1, 1), 1, {"forward": "im2col", "weight": "im2col", "input": "im2col"}),
     # k divisible by s with enough rows: the stride phases compute dx
     ((8, 64, 64, 64), (128, 64, 4, 4), 2, {"forward": "shifted", "weight": "shifted", "input": "im2col"}),
