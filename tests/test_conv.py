@@ -952,15 +952,21 @@ def test_stride1_full_conv_lands_on_dx(torch, rng, assert_close, shape, kernel, 
     assert_close(dx32, tx.grad.numpy(), rtol=2 * terms * np.finfo(np.float32).eps, scale=scale)
 
 
-def test_auto_takes_the_stride1_full_conv_for_1d_input_gradients(rng):
-    """"auto" gives a 1-d stride-1 zero-padded input gradient with C_in >= C_out to the
-    full convolution of δ (``_same_conv_pays``): the same bits as asking for it."""
-    from npconv.convolution import _conv_input_grad_full
-    x = rng.standard_normal((3, 6, 40)).astype(np.float32)
-    w = rng.standard_normal((4, 6, 3)).astype(np.float32)
-    dy = rng.standard_normal((3, 4, 40)).astype(np.float32)
+@pytest.mark.parametrize("x_shape, w_shape", [((3, 6, 40), (4, 6, 3)), ((4, 16, 12, 12), (16, 16, 3, 3))])
+def test_auto_takes_the_stride1_full_conv_for_input_gradients(rng, x_shape, w_shape):
+    """"auto" gives a stride-1 zero-padded input gradient with C_in >= C_out, 1-d or a small
+    2-d image, to the full convolution of δ (``_same_conv_pays``): the same bits as asking
+    for it, through conv_grad and the transposed convolution."""
     from npconv import _args
+    from npconv.convolution import _conv_input_grad_full, select_algorithm
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    dy = rng.standard_normal((x_shape[0], w_shape[0]) + x_shape[2:]).astype(np.float32)
     geom = _args.conv_call(x, w, None, 1, 1, 1, 1, "zeros").geom
-    expected = _conv_input_grad_full(dy, w, geom, "zeros", "im2col")
+    assert select_algorithm("auto", geom, w.shape, kernel_pass="input") == "im2col"
+    # a reflect-padded layer keeps its kernel: the shortcut needs zero padding
+    assert select_algorithm("auto", geom, w.shape, kernel_pass="input", mode="reflect") != "im2col"
+    expected = _conv_input_grad_full(dy, w, geom, "zeros", "auto")
     np.testing.assert_array_equal(npconv.conv_grad(dy, x, w, padding=1).dx, expected)
-    np.testing.assert_array_equal(npconv.conv_transpose1d(dy, w, padding=1), expected)
+    transpose = (None, npconv.conv_transpose1d, npconv.conv_transpose2d)[len(x_shape) - 2]
+    np.testing.assert_array_equal(transpose(dy, w, padding=1), expected)

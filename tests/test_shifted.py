@@ -298,7 +298,10 @@ def test_finite_differences(rng, numerical_grad, assert_close):
     ((8, 3, 224, 224), (64, 3, 7, 7), 2, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 512, 7, 7), (512, 512, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 256, 14, 14), (256, 256, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
-    ((8, 64, 2, 2), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
+    # small 2-d images with <= 64 channels: dx as the full convolution of δ (_same_conv_pays)
+    ((8, 64, 2, 2), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "im2col"}),
+    ((32, 16, 32, 32), (16, 16, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "im2col"}),
+    ((32, 16, 32, 32), (32, 16, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 64, 56, 56), (64, 64, 3, 3), 1, {"forward": "shifted", "weight": "shifted", "input": "shifted"}),
     ((8, 64, 28, 28), (64, 64, 3, 3), 1, {"forward": "winograd", "weight": "shifted", "input": "winograd"}),
     ((8, 96, 40, 40), (96, 96, 3, 3), 1, {"forward": "winograd", "weight": "winograd", "input": "winograd"}),

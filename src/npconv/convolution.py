@@ -365,6 +365,7 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
     (``_phases_pay``), or as the correlation of δ with the flipped kernel where that pays
     (``_same_conv_pays``).
     """
+    requested = algorithm
     algorithm = select_algorithm(algorithm, geom, weight.shape, kernel_pass="input", mode=mode)
     if algorithm == "depthwise":
         return depthwise_input_grad(dy, weight, geom, mode)
@@ -377,8 +378,8 @@ def _conv_input_grad(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, m
                                  _chunks(dy.shape[0], geom, weight.shape[1] * geom.groups, dy.itemsize))
     if _phases_pay(geom, weight.shape, dy.itemsize):
         return _conv_input_grad_phases(dy, weight, geom, mode)
-    if _same_conv_pays(geom, weight.shape, mode):
-        return _conv_input_grad_full(dy, weight, geom, mode, "im2col")
+    if _same_conv_pays(geom, weight.shape, mode):   # a forward convolution, whose kernel
+        return _conv_input_grad_full(dy, weight, geom, mode, requested)   # "auto" picks
     return _conv_input_grad_fold(dy, weight, geom, mode)
 
 
@@ -522,13 +523,23 @@ def _same_conv_fits(geom: _args.Geometry, mode: str) -> bool:
 
 
 def _same_conv_pays(geom: _args.Geometry, weight_shape, mode: str) -> bool:
-    """Where that correlation (im2col's forward on δ, written straight into dx) measured faster
-    than the shifted kernel's input gradient: 1-d, groups = 1, ``C_in >= C_out`` (its GEMM
-    has C_in rows). N=16, float32, dx ms: 64@4096 5.9 vs 6.6, k=3 unpadded 5.9 vs 7.0, 7-tap
-    16 channels 1.9 vs 2.4, 64->32 3.5 vs 4.1, 128@1024 5.8 vs 6.0, 5-tap 10.2 vs 10.5; it
-    loses at 32->64 (4.5 vs 4.0) and on 2-d and 3-d layers, where the shifted kernel's
-    gradients share one sweep (64@56 conv_grad 12.7 vs 12.1, conv3d 9.1 vs 7.7)."""
-    return (geom.d == 1 and geom.groups == 1 and weight_shape[1] >= weight_shape[0]
+    """Where that correlation (a forward convolution of δ, written straight into dx, on the
+    kernel "auto" picks for it) measured faster than the input gradient's own kernels:
+    groups = 1 and ``C_in >= C_out`` (its GEMM has C_in rows), and
+
+    * 1-d (N=16, float32, dx ms against the shifted kernel's stacked δ): 64@4096 5.9 vs
+      6.6, k=3 unpadded 5.9 vs 7.0, 7-tap 16 channels 1.9 vs 2.4, 64->32 3.5 vs 4.1,
+      128@1024 5.8 vs 6.0, 5-tap 10.2 vs 10.5; it loses at 32->64 (4.5 vs 4.0);
+    * 2-d with at most 64 input channels and 1024 output positions, where the shifted
+      kernel's tiles hold several samples and its dx folds all ∏k taps (``conv_grad`` ms,
+      N=32: 16@32 5.0 vs 5.8, 32@16 3.9 vs 4.2, 64@16 12.7 vs 13.2, 64@8 2.6 vs 2.6;
+      N=16 48@24 6.1 vs 7.1; N=8 32@32 8.1 vs 9.4). Not on large images, where the
+      shifted kernel's two gradients share one sweep (64@56 ``conv_grad`` 12.7 vs 12.1),
+      nor with more channels (128@8, N=32: 4.4-6.0 vs 4.8-5.3), nor conv3d (C_in < C_out;
+      9.1 vs 7.7).
+    """
+    fits = geom.d == 1 or (geom.d == 2 and weight_shape[1] <= 64 and _args.prod(geom.out_size) <= 1024)
+    return (fits and geom.groups == 1 and weight_shape[1] >= weight_shape[0]
             and not geom.pointwise and _same_conv_fits(geom, mode))
 
 
