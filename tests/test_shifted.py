@@ -327,20 +327,36 @@ def test_what_auto_picks(shape, kernel, stride, expected):
 
 
 @pytest.mark.parametrize("channels, mult, size, kernel, stride, expected", [
-    (32, 1, 112, 3, 1, ("depthwise", "depthwise", "depthwise")),    # the suite's layer
+    # stride 1, multiplier 1: dx is the depthwise forward of δ (im2col's full convolution)
+    (32, 1, 112, 3, 1, ("depthwise", "depthwise", "im2col")),       # the suite's layer
     (32, 2, 56, 3, 1, ("depthwise", "shifted", "shifted")),         # channel multiplier 2
     (32, 4, 56, 3, 1, ("shifted", "shifted", "shifted")),           # channel multiplier 4
-    (96, 1, 56, 5, 1, ("shifted", "depthwise", "shifted")),         # 25 taps
+    (96, 1, 56, 5, 1, ("shifted", "depthwise", "im2col")),          # 25 taps
     (64, 1, 112, 3, 2, ("depthwise", "depthwise", "depthwise")),    # strided: no split
     (32, 2, 8, 3, 1, ("depthwise", "depthwise", "depthwise")),      # small image: no split
 ])
 def test_what_auto_picks_for_depthwise_layers(channels, mult, size, kernel, stride, expected):
-    """``_depthwise_pays``: forward, weight and input gradient of a groups = C_in layer."""
+    """``_depthwise_pays`` (and ``_same_conv_pays`` for dx): forward, weight and input
+    gradient of a groups = C_in layer."""
     x = np.zeros((1, channels, size, size))
     w = np.zeros((channels * mult, 1, kernel, kernel))
     geom = _args.conv_call(x, w, None, stride, kernel // 2, 1, channels, "zeros").geom
     got = tuple(select_algorithm("auto", geom, w.shape, kernel_pass=p) for p in ("forward", "weight", "input"))
     assert got == expected
+
+
+@pytest.mark.parametrize("kernel, padding, dilation", [
+    (3, 1, 1), (5, 2, 1), (3, ((2, 0), (1, 1)), 1), (3, 2, 2), (3, 0, 1)])
+def test_depthwise_input_gradient_is_the_depthwise_forward_of_delta(kernel_matches_torch, rng,
+                                                                    kernel, padding, dilation):
+    """"auto" computes the dx of a stride-1 depthwise layer (multiplier 1) as the depthwise
+    forward of δ with the flipped kernel (``_same_conv_pays``): against torch autograd,
+    float64, 1e-12 of the scale, through conv_grad and the input gradient alone."""
+    x = rng.standard_normal((2, 6, 11, 9))
+    w = rng.standard_normal((6, 1, kernel, kernel))
+    geom = _args.conv_call(x, w, None, 1, padding, dilation, 6, "zeros").geom
+    assert select_algorithm("auto", geom, w.shape, kernel_pass="input") == "im2col"
+    kernel_matches_torch(x, w, "auto", padding=padding, dilation=dilation, groups=6)
 
 
 @pytest.mark.parametrize("mult, kernel, dilation", [(2, 3, 1), (3, (3, 1), 1), (1, 5, 1), (2, 3, 2)])

@@ -186,6 +186,8 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
     winograd = winograd_applicable(geom, weight_shape)
     if algorithm == "auto":
         if depthwise:
+            if kernel_pass == "input" and _same_conv_pays(geom, weight_shape, mode):
+                return "im2col"
             return "depthwise" if _depthwise_pays(geom, weight_shape, kernel_pass) else "shifted"
         if winograd and _winograd_pays(geom, weight_shape, kernel_pass):
             return "winograd"
@@ -525,6 +527,13 @@ def _same_conv_fits(geom: _args.Geometry, mode: str) -> bool:
 def _same_conv_pays(geom: _args.Geometry, weight_shape, mode: str) -> bool:
     """Where that correlation (a forward convolution of δ, written straight into dx, on the
     kernel "auto" picks for it) measured faster than the input gradient's own kernels:
+    2-d depthwise layers with a channel multiplier of 1, whose flipped kernel is again
+    depthwise, so that δ's correlation runs on the depthwise forward (N=8, float32, dx ms
+    against the depthwise kernel's dx: 144@56 5.1 vs 10.2, 64@56 3.2 vs 4.7, 128@28 2.8 vs
+    3.4, 256@14 1.5 vs 2.0; N=32 16@56 3.8 vs 5.3, 32@8 0.34 vs 0.43; the suite's 32@112,
+    N=16, 7.4 vs 7.5) and, for 5x5 and 7x7 kernels, against the shifted kernel's (96@56
+    7.4-9.6 vs 8.1-12.1, 64@56 5.6 vs 6.6); not with a multiplier of 2 or 4 (32@56: 1.7 vs
+    1.5, 3.1 vs 2.4); else
     groups = 1 and ``C_in >= C_out`` (its GEMM has C_in rows), and
 
     * 1-d (N=16, float32, dx ms against the shifted kernel's stacked δ): 64@4096 5.9 vs
@@ -538,9 +547,12 @@ def _same_conv_pays(geom: _args.Geometry, weight_shape, mode: str) -> bool:
       nor with more channels (128@8, N=32: 4.4-6.0 vs 4.8-5.3), nor conv3d (C_in < C_out;
       9.1 vs 7.7).
     """
+    if geom.pointwise or not _same_conv_fits(geom, mode):
+        return False
+    if geom.groups > 1:   # depthwise: δ's correlation is the depthwise forward's own kernel
+        return geom.d == 2 and weight_shape[1] == 1 and weight_shape[0] == geom.groups
     fits = geom.d == 1 or (geom.d == 2 and weight_shape[1] <= 64 and _args.prod(geom.out_size) <= 1024)
-    return (fits and geom.groups == 1 and weight_shape[1] >= weight_shape[0]
-            and not geom.pointwise and _same_conv_fits(geom, mode))
+    return fits and weight_shape[1] >= weight_shape[0]
 
 
 def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
