@@ -175,8 +175,9 @@ def select_algorithm(algorithm: str, geom: _args.Geometry, weight_shape, fn: str
     (``_winograd_pays``); ``"shifted"`` (im2col on the flattened padded input,
     ``npconv._shifted``) where its cheaper unfold outweighs its extra columns
     (``_shifted_pays``), except for an input gradient that the stride phases
-    compute faster (``_phases_fit``) or that is a 1-d correlation of δ landing on dx
-    (``_same_conv_pays``, zero padding: ``mode``); ``"im2row"`` (the unfold channels-last,
+    compute faster (``_phases_fit``) or, at stride 1 with zero padding (``mode``), as the
+    correlation of δ with the flipped kernel (1-d, small 2-d and depthwise layers,
+    ``_same_conv_pays``); ``"im2row"`` (the unfold channels-last,
     ``npconv._im2row``) for small images with few channels (``_im2row_pays``, checked
     before the shifted kernel); else ``"im2col"`` (unfold + GEMM; a 1x1
     kernel with stride 1 and no padding skips the unfold copy). Asking for a
@@ -526,26 +527,26 @@ def _same_conv_fits(geom: _args.Geometry, mode: str) -> bool:
 
 def _same_conv_pays(geom: _args.Geometry, weight_shape, mode: str) -> bool:
     """Where that correlation (a forward convolution of δ, written straight into dx, on the
-    kernel "auto" picks for it) measured faster than the input gradient's own kernels:
-    2-d depthwise layers with a channel multiplier of 1, whose flipped kernel is again
-    depthwise, so that δ's correlation runs on the depthwise forward (N=8, float32, dx ms
-    against the depthwise kernel's dx: 144@56 5.1 vs 10.2, 64@56 3.2 vs 4.7, 128@28 2.8 vs
-    3.4, 256@14 1.5 vs 2.0; N=32 16@56 3.8 vs 5.3, 32@8 0.34 vs 0.43; the suite's 32@112,
-    N=16, 7.4 vs 7.5) and, for 5x5 and 7x7 kernels, against the shifted kernel's (96@56
-    7.4-9.6 vs 8.1-12.1, 64@56 5.6 vs 6.6); not with a multiplier of 2 or 4 (32@56: 1.7 vs
-    1.5, 3.1 vs 2.4); else
-    groups = 1 and ``C_in >= C_out`` (its GEMM has C_in rows), and
+    kernel "auto" picks for it) measured faster than the input gradient's own kernels
+    (float32, medians of interleaved runs, ms):
 
-    * 1-d (N=16, float32, dx ms against the shifted kernel's stacked δ): 64@4096 5.9 vs
-      6.6, k=3 unpadded 5.9 vs 7.0, 7-tap 16 channels 1.9 vs 2.4, 64->32 3.5 vs 4.1,
-      128@1024 5.8 vs 6.0, 5-tap 10.2 vs 10.5; it loses at 32->64 (4.5 vs 4.0);
-    * 2-d with at most 64 input channels and 1024 output positions, where the shifted
-      kernel's tiles hold several samples and its dx folds all ∏k taps (``conv_grad`` ms,
-      N=32: 16@32 5.0 vs 5.8, 32@16 3.9 vs 4.2, 64@16 12.7 vs 13.2, 64@8 2.6 vs 2.6;
-      N=16 48@24 6.1 vs 7.1; N=8 32@32 8.1 vs 9.4). Not on large images, where the
-      shifted kernel's two gradients share one sweep (64@56 ``conv_grad`` 12.7 vs 12.1),
-      nor with more channels (128@8, N=32: 4.4-6.0 vs 4.8-5.3), nor conv3d (C_in < C_out;
-      9.1 vs 7.7).
+    * 2-d depthwise layers with a channel multiplier of 1, whose flipped kernel is again
+      depthwise: dx on the depthwise forward against the depthwise kernel's dx, N=8, 144@56
+      5.1 vs 10.2, 64@56 3.2 vs 4.7, 128@28 2.8 vs 3.4, 256@14 1.5 vs 2.0; N=32 16@56 3.8
+      vs 5.3, 32@8 0.34 vs 0.43; the suite's 32@112, N=16, 7.4 vs 7.5; with 5x5 and 7x7
+      kernels against the shifted kernel's, 96@56 7.4-9.6 vs 8.1-12.1, 64@56 5.6 vs 6.6.
+      Not with a multiplier of 2 or 4 (32@56: 1.7 vs 1.5, 3.1 vs 2.4).
+    * groups = 1 and ``C_in >= C_out`` (the GEMM has C_in rows), 1-d: dx against the
+      shifted kernel's stacked δ, N=16, 64@4096 5.9 vs 6.6, k=3 unpadded 5.9 vs 7.0,
+      7-tap 16 channels 1.9 vs 2.4, 64->32 3.5 vs 4.1, 128@1024 5.8 vs 6.0, 5-tap 10.2 vs
+      10.5. It loses at 32->64 (4.5 vs 4.0).
+    * groups = 1 and ``C_in >= C_out``, 2-d with at most 64 input channels and 1024 output
+      positions, where the shifted kernel's tiles hold several samples and its dx folds
+      all ∏k taps: ``conv_grad``, N=32, 16@32 5.0 vs 5.8, 32@16 3.9 vs 4.2, 64@16 12.7 vs
+      13.2, 64@8 2.6 vs 2.6; N=16 48@24 6.1 vs 7.1; N=8 32@32 8.1 vs 9.4. Not on large
+      images, where the shifted kernel's two gradients share one sweep (64@56 12.7 vs
+      12.1), nor with more channels (128@8, N=32: 4.4-6.0 vs 4.8-5.3), nor conv3d
+      (C_in < C_out; 9.1 vs 7.7).
     """
     if geom.pointwise or not _same_conv_fits(geom, mode):
         return False
@@ -695,8 +696,8 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         ``"auto"`` (default): the kernel ``algorithm`` picks for the input gradient; its
         im2col form is the fold (faster than the full convolution on the strided suite
         layers, e.g. the 7x7 stem 29 vs 680 ms), the phases where they pay
-        (``_phases_pay``), or the stride-1 full convolution where it pays (``_same_conv_pays``:
-        1-d, C_in >= C_out)
+        (``_phases_pay``), or the stride-1 full convolution where it pays
+        (``_same_conv_pays``: 1-d, small 2-d and depthwise layers)
     algorithm : as in ``conv``
 
     Returns
