@@ -307,10 +307,17 @@ def tap_windows(images: np.ndarray, lay: Layout, taps, start: int, columns: int)
     (``taps``, a ``_Taps`` per dim): ``[n, c, j_1.., q] = images[n, c, phase, start +
     Σ_i j_i·u_step_i·R_i + q]``, ``start`` the flat position of the group's first offset."""
     item = images.itemsize
-    first = images[:, :, _phase_index(lay, taps), start:]
-    return as_strided(first, shape=first.shape[:2] + tuple(t.count for t in taps) + (columns,),
-                      strides=first.strides[:2] + tuple(t.u_step * r * item for t, r in zip(taps, lay.row))
-                      + (item,), writeable=False)
+    shape = images.shape[:2] + tuple(t.count for t in taps) + (columns,)
+    strides = images.strides[:2] + tuple(t.u_step * r * item for t, r in zip(taps, lay.row)) + (item,)
+    offset = _phase_index(lay, taps) * images.strides[2] + start * item
+    if images.flags.c_contiguous:
+        # the same view as ``as_strided`` builds, in 0.5 instead of 3 µs (a call per phase
+        # group and tile: 32 per forward of 3x3 s2 64->128@56)
+        view = np.ndarray(shape, images.dtype, images, offset, strides)
+        view.flags.writeable = False
+        return view
+    return as_strided(images[:, :, _phase_index(lay, taps), start:], shape=shape, strides=strides,
+                      writeable=False)
 
 
 def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -> np.ndarray:
@@ -325,7 +332,8 @@ def unfold(images: np.ndarray, geom: _args.Geometry, lay: Layout, rows: slice) -
     sources = []
     for taps in itertools.product(*lay.taps):
         start = rows.start * lay.row[0] + sum(t.u0 * r for t, r in zip(taps, lay.row))
-        src = np.moveaxis(tap_windows(images, lay, taps, start, columns), 0, -2)   # (C, *counts, n, L_q)
+        windows = tap_windows(images, lay, taps, start, columns)                   # (n, C, *counts, L_q)
+        src = windows.transpose(tuple(range(1, windows.ndim - 1)) + (0, windows.ndim - 1))  # (C, *counts, n, L_q)
         dst_index = tuple(slice(t.m0, None, t.m_step) for t in taps)
         sources.append((dst_index, src))
 
