@@ -137,6 +137,43 @@ def test_unfold_fold_are_adjoint(rng, stride, dilation, pads, wrap):
     np.testing.assert_array_equal(real.reshape(27, 2, -1).swapaxes(0, 1), expected)
 
 
+@pytest.mark.parametrize("shape, kernel, stride, dilation, pads, adds", [
+    ((2, 3, 31, 31), (11, 11), 4, 1, ((0, 0), (0, 0)), 9),          # AlexNet conv1: 121 offsets
+    ((2, 3, 20, 20), (7, 7), 2, 1, ((3, 3), (3, 3)), 16),           # the stem: 49
+    ((2, 3, 9, 10, 11), (3, 2, 3), (2, 1, 3), 1, ((1, 0), (0, 1), (2, 2)), 4),   # 18
+    ((2, 3, 23), (5,), 3, 1, ((2, 1),), 2),                          # 5
+    ((2, 3, 9, 9), (2, 2), 4, 1, ((1, 1), (0, 0)), 1),              # kernel below the stride: 4
+    ((2, 3, 12, 11), (3, 3), (2, 1), 1, ((1, 1), (1, 1)), 6),       # wrapped inner dim: 9
+])
+def test_fold_adds_the_phases_side_by_side(rng, monkeypatch, shape, kernel, stride, dilation, pads, adds):
+    """With dilation 1 the offsets m = r + s·j of every phase r read shift j: the fold adds
+    them in one strided add per j (``_phase_aligned_taps``), the same additions in the same
+    order per element as one add per offset, so the same bits."""
+    x = rng.standard_normal(shape)
+    w = np.zeros((2, shape[1]) + kernel)
+    geom = _geometry(x, w, stride, tuple(pads), dilation)
+    lay = sh.layout(geom, "zeros", wrap=True)
+    plan = sh._phase_aligned_taps(lay, kernel)
+    assert plan is not None and len(plan) == adds
+    rows = slice(0, geom.out_size[0])
+    images = sh.phase_images(x, geom, lay, "zeros")
+    cols = rng.standard_normal(sh.unfold(images, geom, lay, rows).shape)
+    merged = np.zeros_like(images)
+    sh.fold(cols.copy(), geom, lay, rows, merged)
+    monkeypatch.setattr(sh, "_phase_aligned_taps", lambda lay, kernel: None)
+    per_offset = np.zeros_like(images)
+    sh.fold(cols.copy(), geom, lay, rows, per_offset)
+    np.testing.assert_array_equal(merged, per_offset)
+    assert np.any(merged != 0)
+
+
+def test_fold_keeps_one_add_per_offset_where_phases_do_not_line_up():
+    """A dilation that is not 1 with a stride mixes phases and shifts (3 taps, stride 2,
+    dilation 3: offsets 0 and 2 read phase 0, offset 1 phase 1 at shift 1): no plan."""
+    geom = _geometry(np.zeros((1, 2, 20, 20)), np.zeros((2, 2, 3, 3)), 2, 1, 3)
+    assert sh._phase_aligned_taps(sh.layout(geom, "zeros", wrap=True), (3, 3)) is None
+
+
 @pytest.mark.parametrize("limit", [2**30, 20_000, 64])
 @pytest.mark.parametrize("d", [2, 3])
 def test_workspace_limit_splits_rows(kernel_matches_torch, rng, limit, d):
