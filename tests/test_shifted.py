@@ -396,6 +396,65 @@ def test_depthwise_input_gradient_is_the_depthwise_forward_of_delta(kernel_match
     kernel_matches_torch(x, w, "auto", padding=padding, dilation=dilation, groups=6)
 
 
+@pytest.mark.parametrize("kernel, padding, dilation", [
+    (3, 1, 1), (5, 2, 1), (3, ((2, 0), (1, 1)), 1), (3, 2, 2), (3, 0, 1), ((1, 3), ((0, 0), (2, 1)), 1)])
+def test_depthwise_gradients_in_one_sweep(torch, rng, monkeypatch, kernel, padding, dilation):
+    """``conv_grad`` of a stride-1 depthwise layer (multiplier 1) computes dx, dW and db in
+    one sweep over the samples (``depthwise_backward``, δ's padded images also dW's δ_ext):
+    float64 against torch autograd within 1e-12 of each result's scale; dx and dW the same
+    bits as computed apart (the same operations), db within 1e-14 of Σ|δ| (another order
+    of the same sum); float32 db within 8 ulps of Σ|δ| per channel, as ``bias_grad``."""
+    from npconv import _depthwise, convolution
+
+    kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = rng.standard_normal((3, 5, 13, 10))
+    w = rng.standard_normal((5, 1) + kernel)
+    pairs = ((padding, padding),) * 2 if isinstance(padding, int) else padding
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    xp = torch.nn.functional.pad(xt, tuple(p for pair in reversed(pairs) for p in pair))
+    yt = torch.nn.functional.conv2d(xp, wt, bt, dilation=dilation, groups=5)
+    dy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    calls = []
+    monkeypatch.setattr(convolution, "depthwise_backward",
+                        lambda *args: calls.append(1) or _depthwise.depthwise_backward(*args))
+    grads = npconv.conv_grad(dy, x, w, padding=padding, dilation=dilation, groups=5)
+    assert calls == [1]
+    for got, want in ((grads.dx, xt.grad), (grads.dweight, wt.grad), (grads.dbias, bt.grad)):
+        want = want.numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    scale = np.abs(dy).sum(axis=(0, 2, 3))
+    monkeypatch.setattr(convolution, "_depthwise_sweep", lambda *args: None)
+    apart = npconv.conv_grad(dy, x, w, padding=padding, dilation=dilation, groups=5)
+    np.testing.assert_array_equal(grads.dx, apart.dx)
+    np.testing.assert_array_equal(grads.dweight, apart.dweight)
+    assert np.all(np.abs(grads.dbias - apart.dbias) <= 1e-14 * scale)
+    monkeypatch.undo()
+    db32 = npconv.conv_grad(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
+                            padding=padding, dilation=dilation, groups=5).dbias
+    assert db32.dtype == np.float32
+    assert np.all(np.abs(db32 - dy.sum(axis=(0, 2, 3))) <= 8 * np.finfo(np.float32).eps * scale)
+
+
+def test_depthwise_gradients_apart_where_dx_is_not_a_forward(rng, monkeypatch):
+    """The sweep needs dx as the depthwise forward of δ: not for a multiplier of 2, a stride,
+    a 1x1 kernel, reflect padding or an explicit algorithm."""
+    from npconv import convolution
+
+    monkeypatch.setattr(convolution, "depthwise_backward", lambda *args: pytest.fail("swept"))
+    x = rng.standard_normal((2, 4, 9, 9))
+    for w, kwargs in [(rng.standard_normal((8, 1, 3, 3)), dict(padding=1)),
+                      (rng.standard_normal((4, 1, 3, 3)), dict(padding=1, stride=2)),
+                      (rng.standard_normal((4, 1, 1, 1)), dict()),
+                      (rng.standard_normal((4, 1, 3, 3)), dict(padding=1, padding_mode="reflect")),
+                      (rng.standard_normal((4, 1, 3, 3)), dict(padding=1, algorithm="depthwise"))]:
+        y = npconv.conv(x, w, groups=4, **kwargs)
+        grads = npconv.conv_grad(np.ones_like(y), x, w, groups=4, **kwargs)
+        assert grads.dbias.shape == (w.shape[0],)
+
+
 @pytest.mark.parametrize("mult, kernel, dilation", [(2, 3, 1), (3, (3, 1), 1), (1, 5, 1), (2, 3, 2)])
 def test_depthwise_layers_on_the_split(kernel_matches_torch, rng, monkeypatch, mult, kernel, dilation):
     """Depthwise layers that "auto" gives to the shifted kernel's first-dim split (a GEMM per

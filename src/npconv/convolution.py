@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _args
 from ._config import get_workspace_limit, work_chunks
-from ._depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
+from ._depthwise import depthwise_backward, depthwise_forward, depthwise_input_grad, depthwise_weight_grad
 from ._im2col import ProductSum, copy_parallel, fold_padded, gemm_empty, window_view
 from ._im2row import im2row_forward, im2row_input_grad, im2row_weight_grad
 from ._shifted import overcompute as shifted_overcompute
@@ -556,6 +556,44 @@ def _same_conv_pays(geom: _args.Geometry, weight_shape, mode: str) -> bool:
     return fits and weight_shape[1] >= weight_shape[0]
 
 
+def _flipped_weight(weight: np.ndarray, geom: _args.Geometry) -> np.ndarray:
+    """``W_flip[ci, co] = W[co, ci, ::-1, ...]`` per group: ``(C_out, C_ig, *k) -> (C_in, C_og, *k)``."""
+    groups, c_out, c_ig = geom.groups, weight.shape[0], weight.shape[1]
+    # (C_out, C_ig, *k) -> (G, C_og, C_ig, *k) -> (G, C_ig, C_og, *k) -> (C_in, C_og, *k), flipped
+    w_flipped = weight.reshape((groups, c_out // groups, c_ig) + geom.kernel).swapaxes(1, 2)
+    w_flipped = w_flipped.reshape((groups * c_ig, c_out // groups) + geom.kernel)
+    return np.ascontiguousarray(w_flipped[(slice(None), slice(None)) + (slice(None, None, -1),) * geom.d])
+
+
+def _same_conv_geometry(geom: _args.Geometry) -> _args.Geometry:
+    """The correlation of δ with the flipped kernel that lands on dx (``_same_conv_fits``).
+
+    Stride 1, zero padding p <= dil·(k-1): no zero-stuffing, and only the padding
+    dil·(k-1) - p on each side that reaches the input, so the correlation lands on
+    dx itself (output size O + 2·dil·(k-1) - (p_lo + p_hi) - dil·(k-1) = S). Input
+    positions past the last window (a transposed conv's output_padding: P - dil·(k-1)
+    - O of them) get outputs that read only padding, exact zeros."""
+    pads = tuple((dil * (k - 1) - lo, dil * (k - 1) - hi + (p - dil * (k - 1) - o))
+                 for dil, k, (lo, hi), p, o in zip(geom.dilation, geom.kernel, geom.pads,
+                                                   geom.padded_size, geom.out_size))
+    return _args.Geometry(geom.d, geom.kernel, (1,) * geom.d, geom.dilation, pads, geom.groups,
+                          geom.out_size, geom.in_size)
+
+
+def _depthwise_sweep(dy, x, weight, geom: _args.Geometry, mode: str, algorithm: str, bias: bool):
+    """``(dx, dweight, dbias)`` from ``depthwise_backward``, or None: where "auto" takes dx as
+    the depthwise forward of δ (``_same_conv_pays``) and dW on the depthwise kernel, both in
+    one sweep over the samples."""
+    if not (algorithm == "auto" and geom.groups > 1 and _same_conv_pays(geom, weight.shape, mode)
+            and select_algorithm("auto", geom, weight.shape, kernel_pass="weight") == "depthwise"):
+        return None
+    same_geom = _same_conv_geometry(geom)
+    w_flipped = _flipped_weight(weight, geom)
+    if select_algorithm("auto", same_geom, w_flipped.shape) != "depthwise":
+        return None
+    return depthwise_backward(dy, x, w_flipped, geom, same_geom, mode, bias)
+
+
 def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
                           algorithm: str = "auto") -> np.ndarray:
     """Input gradient as a *convolution*: the full convolution of the stride-dilated ``δ``
@@ -568,24 +606,10 @@ def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
     """
     batch, c_out = dy.shape[:2]
     groups, d = geom.groups, geom.d
-    c_ig = weight.shape[1]
-    # (C_out, C_ig, *k) -> (G, C_og, C_ig, *k) -> (G, C_ig, C_og, *k) -> (C_in, C_og, *k), flipped
-    w_flipped = weight.reshape((groups, c_out // groups, c_ig) + geom.kernel).swapaxes(1, 2)
-    w_flipped = w_flipped.reshape((groups * c_ig, c_out // groups) + geom.kernel)
-    w_flipped = np.ascontiguousarray(w_flipped[(slice(None), slice(None)) + (slice(None, None, -1),) * d])
+    w_flipped = _flipped_weight(weight, geom)
     forward_algorithm = algorithm if algorithm != "depthwise" else "auto"
     if _same_conv_fits(geom, mode):
-        # Stride 1, zero padding p <= dil·(k-1): no zero-stuffing, and only the padding
-        # dil·(k-1) - p on each side that reaches the input, so the correlation lands on
-        # dx itself (output size O + 2·dil·(k-1) - (p_lo + p_hi) - dil·(k-1) = S). Input
-        # positions past the last window (a transposed conv's output_padding: P - dil·(k-1)
-        # - O of them) get outputs that read only padding, exact zeros.
-        pads = tuple((dil * (k - 1) - lo, dil * (k - 1) - hi + (p - dil * (k - 1) - o))
-                     for dil, k, (lo, hi), p, o in zip(geom.dilation, geom.kernel, geom.pads,
-                                                       geom.padded_size, geom.out_size))
-        same_geom = _args.Geometry(d, geom.kernel, (1,) * d, geom.dilation, pads, groups,
-                                   geom.out_size, geom.in_size)
-        return _conv_forward(dy, w_flipped, same_geom, "zeros", forward_algorithm)
+        return _conv_forward(dy, w_flipped, _same_conv_geometry(geom), "zeros", forward_algorithm)
     dilated_size = tuple((o - 1) * s + 1 for o, s in zip(geom.out_size, geom.stride))
     dy_dilated = np.zeros((batch, c_out) + dilated_size, dtype=dy.dtype)
     dy_dilated[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)] = dy
@@ -595,7 +619,7 @@ def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geomet
                                dilated_size, reached)
     dx_reached = _conv_forward(dy_dilated, w_flipped, full_geom, "zeros", forward_algorithm)
     # Padded positions past the last window (floor in the output size) get no gradient.
-    dxp = np.zeros((batch, groups * c_ig) + geom.padded_size, dtype=dy.dtype)
+    dxp = np.zeros((batch, w_flipped.shape[0]) + geom.padded_size, dtype=dy.dtype)
     dxp[(slice(None), slice(None)) + tuple(slice(0, r) for r in reached)] = dx_reached
     return pad_adjoint(dxp, geom.pads, mode, geom.in_size)
 
@@ -718,6 +742,10 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
                        call.x.dtype, fn)
     weight_shape = call.weight.shape
     dweight = None
+    swept = _depthwise_sweep(dy, call.x, call.weight, geom, call.padding_mode, algorithm, bias) \
+        if dx_method == "auto" else None
+    if swept is not None:
+        return _grads(*swept, call.unbatched, call.result_dtype)
     if dx_method == "auto" and (select_algorithm(algorithm, geom, weight_shape, fn, "input",
                                                  call.padding_mode)
                                 == select_algorithm(algorithm, geom, weight_shape, fn, "weight")
