@@ -17,7 +17,9 @@ one long contiguous loop per (sample, channel), not ``O_1·…·O_{d-1}`` loops 
 strided windows). Output columns in the padding of the inner dims are computed
 and dropped (2% at 112x112), and δ is zero there. The batch is processed in
 blocks of samples shared out between npconv's threads (NumPy releases the GIL).
-The loop is over sample blocks and kernel offsets, never over pixels.
+The loop is over sample blocks and kernel offsets, never over pixels. Where dx is the
+depthwise forward of δ with the flipped kernel (stride 1, multiplier 1, zero padding),
+``conv_grad`` computes dx, dW and db in one sweep (``depthwise_backward``).
 """
 from __future__ import annotations
 
@@ -167,7 +169,8 @@ def depthwise_backward(dy: np.ndarray, x: np.ndarray, weight_flipped: np.ndarray
     offsets, and its padded images are also dW's δ_ext (a view: a row of δ runs on into
     the padding, zero where δ_ext's garbage columns are) and db's input, while in cache
     (dw 3x3 32@112, N=16, ``npconv bench`` fwd+bwd in six A/B pairs: 20.1-21.7 -> 19.0-20.6
-    ms, against dx, dW and db apart; the same dx and dW bits, db summed in another order). Returns ``(dx (N, G, *S), dweight (G, 1, *k), dbias (G,) or None)``.
+    ms, against dx, dW and db apart; the same dx and dW bits, db summed in another order).
+    Returns ``(dx (N, G, *S), dweight (G, 1, *k), dbias (G,) or None)``.
 
     The view needs both layouts to have the same rows. An inner dim's row is
     ``max(O, S + lo, S + hi)`` for x (``_shared_row``, stride 1) and ``max(S, O + lo', O + hi')
