@@ -952,6 +952,47 @@ def test_stride1_full_conv_lands_on_dx(torch, rng, assert_close, shape, kernel, 
     assert_close(dx32, tx.grad.numpy(), rtol=2 * terms * np.finfo(np.float32).eps, scale=scale)
 
 
+@pytest.mark.parametrize("shape, kernel, padding, dilation", [
+    ((3, 6, 40), (4, 6, 3), 1, 1), ((2, 5, 33), (5, 5, 5), 0, 1), ((2, 8, 30), (3, 8, 3), (2, 1), 2),
+    ((3, 4, 25), (4, 4, 7), (3, 3), 1)])
+def test_weight_gradient_from_the_unfold_of_delta(torch, rng, monkeypatch, assert_close, shape, kernel,
+                                                  padding, dilation):
+    """Where dx is the correlation of δ with the flipped kernel on im2col (1-d, C_in >= C_out),
+    ``conv_grad`` takes dW from the same unfold of δ (``_same_conv_grads``):
+    ``dW_flip = X̃_δ Xᵀ``. Float64 against torch autograd within 1e-12 of each scale; dx the
+    same bits as computed apart; dW the same products in the same order (within 1e-14 of
+    Σ|δ||x|); float32 dW within 2·L ulps of that scale (an L-term dot, L = N·S)."""
+    from npconv import convolution
+
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(kernel)
+    pads = (padding, padding) if isinstance(padding, int) else padding
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv1d(torch.nn.functional.pad(tx, pads), tw, dilation=dilation)
+    dy = rng.standard_normal(tuple(ty.shape))
+    (ty * torch.tensor(dy)).sum().backward()
+    calls = []
+    real = convolution._same_conv_grads
+    monkeypatch.setattr(convolution, "_same_conv_grads", lambda *a: calls.append(1) or real(*a))
+    kwargs = dict(padding=(pads,), dilation=dilation)
+    grads = npconv.conv_grad(dy, x, w, **kwargs)
+    assert calls == [1]
+    assert_close(grads.dx, tx.grad.numpy())
+    assert_close(grads.dweight, tw.grad.numpy())
+    assert_close(grads.dbias, dy.sum(axis=(0, 2)))
+    monkeypatch.setattr(convolution, "_same_conv_grads", lambda *a: None)
+    apart = npconv.conv_grad(dy, x, w, **kwargs)
+    np.testing.assert_array_equal(grads.dx, apart.dx)
+    scale = np.max(npconv.conv_grad(np.abs(dy), np.abs(x), w, **kwargs).dweight)
+    assert_close(grads.dweight, apart.dweight, rtol=1e-14, scale=scale)
+    monkeypatch.undo()
+    dw32 = npconv.conv_grad(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
+                            **kwargs).dweight
+    assert dw32.dtype == np.float32
+    terms = shape[0] * shape[2]
+    assert_close(dw32, tw.grad.numpy(), rtol=2 * terms * np.finfo(np.float32).eps, scale=scale)
+
+
 @pytest.mark.parametrize("x_shape, w_shape", [((3, 6, 40), (4, 6, 3)), ((4, 16, 12, 12), (16, 16, 3, 3))])
 def test_auto_takes_the_stride1_full_conv_for_input_gradients(rng, x_shape, w_shape):
     """"auto" gives a stride-1 zero-padded input gradient with C_in >= C_out, 1-d or a small

@@ -594,6 +594,48 @@ def _depthwise_sweep(dy, x, weight, geom: _args.Geometry, mode: str, algorithm: 
     return depthwise_backward(dy, x, w_flipped, geom, same_geom, mode, bias)
 
 
+def _same_conv_grads(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, geom: _args.Geometry,
+                     mode: str, algorithm: str):
+    """``(dx, dweight)`` from one unfold of δ, or None where it does not apply: where "auto"
+    takes dx as the correlation of δ with the flipped kernel on the im2col kernel
+    (``_same_conv_pays``) and dW on im2col too.
+
+    That unfold, ``X̃_δ[(co, m'), i] = δ[co, i + p_lo - (k-1-m')·dil]`` over the input
+    positions ``i``, gives ``dX = W̃_flip X̃_δ`` and also the weight gradient:
+    ``dW[co, ci, m] = Σ_o δ[co, o] Xp[ci, o + m·dil] = Σ_i X̃_δ[(co, k-1-m), i] X[ci, i]``,
+    so ``dW_flip = X̃_δ Xᵀ`` (per group, ``(C_og·K, n·S) @ (n·S, C_ig)``), and x is not
+    unfolded at all (conv1d 64@4096, N=16: ``conv_grad`` 13.2 -> 11.9 ms; bench fwd+bwd 20.7
+    -> 18.7 in the normal mode, 25.1 -> 23.9-24.1 in the slow one). The same products as
+    ``δ X̃ᵀ``, summed over positions in the same order."""
+    if not (algorithm == "auto" and _same_conv_pays(geom, weight.shape, mode)
+            and select_algorithm("auto", geom, weight.shape, kernel_pass="weight") == "im2col"):
+        return None
+    same_geom = _same_conv_geometry(geom)
+    w_flipped = _flipped_weight(weight, geom)                        # (C_in, C_og, *k)
+    if select_algorithm("auto", same_geom, w_flipped.shape) != "im2col":
+        return None
+    batch, c_in = x.shape[:2]
+    groups, c_out = geom.groups, dy.shape[1]
+    c_og, c_ig = c_out // groups, c_in // groups
+    w_mat = w_flipped.reshape(groups, c_ig, -1)                      # W̃_flip,g (G, C_ig, C_og·K)
+    dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
+    dw_flip = ProductSum(np.empty((1, groups, w_mat.shape[2], c_ig), dtype=dy.dtype))
+    for samples, rows, out_size, dy_cols in _input_cols(dy, same_geom, "zeros"):   # X̃_δ (G, C_og·K, n·L)
+        n = samples.stop - samples.start
+        if n == 1 and out_size == geom.in_size:                      # the product lands in dx
+            np.matmul(w_mat, dy_cols, out=dx[samples].reshape(groups, c_ig, -1))
+        else:
+            dx_rows = np.matmul(w_mat, dy_cols)                      # (G, C_ig, n·L)
+            copy_parallel(dx[samples, :, rows], _ungroup_rows(dx_rows, n, out_size))
+        x_rows = _group_rows(x[samples, :, rows], groups)            # (G, C_ig, n·L)
+        dw_flip.add(0, dy_cols, x_rows.swapaxes(1, 2))               # (G, C_og·K, C_ig)
+    # dW_flip[g, (co, m'), ci] = dW[g·C_og + co, ci, k-1-m']
+    dw = dw_flip.result()[0].reshape((groups, c_og) + geom.kernel + (c_ig,))
+    dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * geom.d]
+    dw = np.moveaxis(dw, -1, 2).reshape((c_out, c_ig) + geom.kernel)
+    return dx, np.ascontiguousarray(dw)
+
+
 def _conv_input_grad_full(dy: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode: str,
                           algorithm: str = "auto") -> np.ndarray:
     """Input gradient as a *convolution*: the full convolution of the stride-dilated ``δ``
@@ -746,6 +788,11 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         if dx_method == "auto" else None
     if swept is not None:
         return _grads(*swept, call.unbatched, call.result_dtype)
+    shared = (_same_conv_grads(dy, call.x, call.weight, geom, call.padding_mode, algorithm)
+              if dx_method == "auto" else None)
+    if shared is not None:
+        dbias = bias_grad(dy) if bias else None
+        return _grads(*shared, dbias, call.unbatched, call.result_dtype)
     if dx_method == "auto" and (select_algorithm(algorithm, geom, weight_shape, fn, "input",
                                                  call.padding_mode)
                                 == select_algorithm(algorithm, geom, weight_shape, fn, "weight")
