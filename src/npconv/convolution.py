@@ -318,14 +318,22 @@ def _conv_forward(x: np.ndarray, weight: np.ndarray, geom: _args.Geometry, mode:
     w_mat = weight.reshape(groups, c_out // groups, -1)   # W̃_g (G, C_og, K)
     y = np.empty((batch, c_out) + geom.out_size, dtype=x.dtype)
     for batch_slice, rows, out_size, x_cols in _input_cols(x, geom, mode):  # X̃_g (G, K, n·L)
-        n = batch_slice.stop - batch_slice.start
-        if n == 1 and out_size == geom.out_size:  # the product lands in y in place
-            np.matmul(w_mat, x_cols, out=y[batch_slice].reshape(groups, c_out // groups, -1))
-            _add_bias(y[batch_slice], bias)
-        else:
-            y_rows = np.matmul(w_mat, x_cols)                         # Y_g (G, C_og, n·L)
-            copy_parallel(y[batch_slice, :, rows], _ungroup_rows(y_rows, n, out_size), bias)
+        _store_product(w_mat, x_cols, y, batch_slice, rows, out_size, bias)
     return y
+
+
+def _store_product(w_mat: np.ndarray, cols: np.ndarray, y: np.ndarray, samples: slice, rows: slice,
+                   out_size, bias=None) -> None:
+    """``y[samples, :, rows] = W̃_g X̃_g (+ b)`` for one im2col tile: w_mat ``(G, C_og, K)``, cols
+    ``(G, K, n·L)``. A whole one-sample tile's product lands in y in place."""
+    n = samples.stop - samples.start
+    groups, c_og = w_mat.shape[:2]
+    if n == 1 and tuple(out_size) == y.shape[2:]:
+        np.matmul(w_mat, cols, out=y[samples].reshape(groups, c_og, -1))
+        _add_bias(y[samples], bias)
+    else:
+        y_rows = np.matmul(w_mat, cols)                                  # Y_g (G, C_og, n·L)
+        copy_parallel(y[samples, :, rows], _ungroup_rows(y_rows, n, out_size), bias)
 
 
 def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, geom: _args.Geometry, mode: str,
@@ -580,25 +588,27 @@ def _same_conv_geometry(geom: _args.Geometry) -> _args.Geometry:
                           geom.out_size, geom.in_size)
 
 
-def _depthwise_sweep(dy, x, weight, geom: _args.Geometry, mode: str, algorithm: str, bias: bool):
-    """``(dx, dweight, dbias)`` from ``depthwise_backward``, or None: where "auto" takes dx as
-    the depthwise forward of δ (``_same_conv_pays``) and dW on the depthwise kernel, both in
-    one sweep over the samples."""
-    if not (algorithm == "auto" and geom.groups > 1 and _same_conv_pays(geom, weight.shape, mode)
-            and select_algorithm("auto", geom, weight.shape, kernel_pass="weight") == "depthwise"):
+def _same_conv_sweep(geom: _args.Geometry, weight: np.ndarray, mode: str, algorithm: str):
+    """``(kernel, same_geom, w_flipped)`` where ``conv_grad`` computes dx as the correlation of
+    δ with the flipped kernel (``_same_conv_pays``) and dW on the same kernel, ``"depthwise"``
+    or ``"im2col"``, from one pass over δ (``depthwise_backward``, ``_same_conv_grads``);
+    else None. Only for "auto": an explicit algorithm keeps its own passes."""
+    if algorithm != "auto" or not _same_conv_pays(geom, weight.shape, mode):
+        return None
+    kernel = select_algorithm("auto", geom, weight.shape, kernel_pass="weight")
+    if kernel not in ("depthwise", "im2col"):
         return None
     same_geom = _same_conv_geometry(geom)
     w_flipped = _flipped_weight(weight, geom)
-    if select_algorithm("auto", same_geom, w_flipped.shape) != "depthwise":
+    if select_algorithm("auto", same_geom, w_flipped.shape) != kernel:
         return None
-    return depthwise_backward(dy, x, w_flipped, geom, same_geom, mode, bias)
+    return kernel, same_geom, w_flipped
 
 
-def _same_conv_grads(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, geom: _args.Geometry,
-                     mode: str, algorithm: str):
-    """``(dx, dweight)`` from one unfold of δ, or None where it does not apply: where "auto"
-    takes dx as the correlation of δ with the flipped kernel on the im2col kernel
-    (``_same_conv_pays``) and dW on im2col too.
+def _same_conv_grads(dy: np.ndarray, x: np.ndarray, w_flipped: np.ndarray, geom: _args.Geometry,
+                     same_geom: _args.Geometry):
+    """``(dx, dweight)`` from one im2col unfold of δ (``_same_conv_sweep``): dy ``(N, C_out, *O)``,
+    x ``(N, C_in, *S)``, w_flipped ``(C_in, C_og, *k)``.
 
     That unfold, ``X̃_δ[(co, m'), i] = δ[co, i + p_lo - (k-1-m')·dil]`` over the input
     positions ``i``, gives ``dX = W̃_flip X̃_δ`` and also the weight gradient:
@@ -607,13 +617,6 @@ def _same_conv_grads(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, geom: _a
     unfolded at all (conv1d 64@4096, N=16: ``conv_grad`` 13.2 -> 11.9 ms; bench fwd+bwd 20.7
     -> 18.7 in the normal mode, 25.1 -> 23.9-24.1 in the slow one). The same products as
     ``δ X̃ᵀ``, summed over positions in the same order."""
-    if not (algorithm == "auto" and _same_conv_pays(geom, weight.shape, mode)
-            and select_algorithm("auto", geom, weight.shape, kernel_pass="weight") == "im2col"):
-        return None
-    same_geom = _same_conv_geometry(geom)
-    w_flipped = _flipped_weight(weight, geom)                        # (C_in, C_og, *k)
-    if select_algorithm("auto", same_geom, w_flipped.shape) != "im2col":
-        return None
     batch, c_in = x.shape[:2]
     groups, c_out = geom.groups, dy.shape[1]
     c_og, c_ig = c_out // groups, c_in // groups
@@ -621,12 +624,7 @@ def _same_conv_grads(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, geom: _a
     dx = np.empty((batch, c_in) + geom.in_size, dtype=dy.dtype)
     dw_flip = ProductSum(np.empty((1, groups, w_mat.shape[2], c_ig), dtype=dy.dtype))
     for samples, rows, out_size, dy_cols in _input_cols(dy, same_geom, "zeros"):   # X̃_δ (G, C_og·K, n·L)
-        n = samples.stop - samples.start
-        if n == 1 and out_size == geom.in_size:                      # the product lands in dx
-            np.matmul(w_mat, dy_cols, out=dx[samples].reshape(groups, c_ig, -1))
-        else:
-            dx_rows = np.matmul(w_mat, dy_cols)                      # (G, C_ig, n·L)
-            copy_parallel(dx[samples, :, rows], _ungroup_rows(dx_rows, n, out_size))
+        _store_product(w_mat, dy_cols, dx, samples, rows, out_size)
         x_rows = _group_rows(x[samples, :, rows], groups)            # (G, C_ig, n·L)
         dw_flip.add(0, dy_cols, x_rows.swapaxes(1, 2))               # (G, C_og·K, C_ig)
     # dW_flip[g, (co, m'), ci] = dW[g·C_og + co, ci, k-1-m']
@@ -784,15 +782,16 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
                        call.x.dtype, fn)
     weight_shape = call.weight.shape
     dweight = None
-    swept = _depthwise_sweep(dy, call.x, call.weight, geom, call.padding_mode, algorithm, bias) \
-        if dx_method == "auto" else None
-    if swept is not None:
-        return _grads(*swept, call.unbatched, call.result_dtype)
-    shared = (_same_conv_grads(dy, call.x, call.weight, geom, call.padding_mode, algorithm)
-              if dx_method == "auto" else None)
-    if shared is not None:
-        dbias = bias_grad(dy) if bias else None
-        return _grads(*shared, dbias, call.unbatched, call.result_dtype)
+    sweep = _same_conv_sweep(geom, call.weight, call.padding_mode, algorithm) if dx_method == "auto" else None
+    if sweep is not None:   # dx as δ's correlation, and dW (and db) from the same pass over δ
+        kernel, same_geom, w_flipped = sweep
+        if kernel == "depthwise":
+            dx, dweight, dbias = depthwise_backward(dy, call.x, w_flipped, geom, same_geom,
+                                                    call.padding_mode, bias)
+        else:
+            dx, dweight = _same_conv_grads(dy, call.x, w_flipped, geom, same_geom)
+            dbias = bias_grad(dy) if bias else None
+        return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
     if dx_method == "auto" and (select_algorithm(algorithm, geom, weight_shape, fn, "input",
                                                  call.padding_mode)
                                 == select_algorithm(algorithm, geom, weight_shape, fn, "weight")
