@@ -506,3 +506,51 @@ def test_one_tap_kernel_reads_the_images():
     np.testing.assert_array_equal(cols.reshape(4, 6, -1)[:, :, :6], x[0, :, ::2, ::2])
     two = sh.phase_images(np.concatenate([x, x]), geom, lay, "zeros")
     assert not np.shares_memory(sh._columns(two, geom, lay, rows), two)
+
+
+@pytest.mark.parametrize("channels, size, algorithm, expected", [
+    (128, 28, "auto", True),       # dx alone: Winograd; dW: shifted; 784 positions
+    (80, 40, "auto", True),
+    (256, 14, "auto", False),      # 196 positions: Winograd's dx stays
+    (160, 20, "auto", False),
+    (96, 40, "auto", False),       # dW on Winograd too
+    (64, 56, "auto", True),        # both passes pick the shifted kernel
+    (128, 28, "winograd", False),  # an explicit algorithm keeps its passes
+    (128, 28, "shifted", True),
+])
+def test_when_conv_grad_sweeps_dx_with_dw(channels, size, algorithm, expected):
+    """``_shifted_sweep``: conv_grad takes dx into the shifted kernel's sweep with dW where
+    dW picks that kernel and dx alone would be Winograd on an image of at least
+    ``SWEEP_OVER_WINOGRAD_POSITIONS`` positions (docs/performance.md)."""
+    from npconv.convolution import _shifted_sweep
+
+    x = np.zeros((8, channels, size, size))
+    w = np.zeros((channels, channels, 3, 3))
+    geom = _geometry(x, w, padding=1)
+    assert _shifted_sweep(geom, w.shape, "zeros", algorithm) is expected
+
+
+def test_conv_grad_sweep_over_winograd_matches_torch(torch, rng, monkeypatch, assert_close):
+    """An 80-channel 28x28 layer: "auto" would run dx alone on Winograd, and conv_grad runs it
+    in the shifted sweep with dW instead (one call of ``shifted_backward`` for both, none
+    to Winograd): float64 against torch autograd within 1e-12 of each result's scale."""
+    from npconv import convolution
+
+    x = rng.standard_normal((1, 80, 28, 28))
+    w = rng.standard_normal((80, 80, 3, 3))
+    geom = _geometry(x, w, padding=1)
+    assert select_algorithm("auto", geom, w.shape, kernel_pass="input") == "winograd"
+    calls = []
+    monkeypatch.setattr(convolution, "shifted_backward",
+                        lambda *args, **kwargs: calls.append(sorted(kwargs)) or sh.shifted_backward(*args, **kwargs))
+    monkeypatch.setattr(convolution, "_conv_input_grad",
+                        lambda *args: pytest.fail("dx computed apart from the sweep"))
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, padding=1)
+    dy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    grads = npconv.conv_grad(dy, x, w, padding=1)
+    assert calls == [["weight", "x"]]
+    assert_close(grads.dx, xt.grad.numpy())
+    assert_close(grads.dweight, wt.grad.numpy())
