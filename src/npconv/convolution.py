@@ -757,9 +757,8 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         C_in rows; at stride 1 with zero padding ``p <= dil·(k-1)`` no stuffing, and the
         padding cut to ``dil·(k-1) - p`` so that it lands on dx) or ``"phases"`` (stride > 1,
         dilation 1: one small full correlation per stride phase, ``_conv_input_grad_phases``).
-        ``"auto"`` (default): the kernel ``algorithm`` picks for the input gradient (run in
-        one sweep with dW where both pick the shifted kernel, or where dW picks it and dx
-        would be Winograd on a large image, ``_shifted_sweep``); its im2col form is the fold (faster than the full convolution on the strided suite
+        ``"auto"`` (default): the kernel ``algorithm`` picks for the input gradient; its
+        im2col form is the fold (faster than the full convolution on the strided suite
         layers, e.g. the 7x7 stem 29 vs 680 ms), the phases where they pay
         (``_phases_pay``), or the stride-1 full convolution where it pays
         (``_same_conv_pays``: 1-d, small 2-d and depthwise layers)
