@@ -792,7 +792,10 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
             dx, dweight = _same_conv_grads(dy, call.x, w_flipped, geom, same_geom)
             dbias = bias_grad(dy) if bias else None
         return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
-    if dx_method == "auto" and _shifted_sweep(geom, weight_shape, call.padding_mode, algorithm):
+    if dx_method == "auto" and (select_algorithm(algorithm, geom, weight_shape, fn, "input",
+                                                 call.padding_mode)
+                                == select_algorithm(algorithm, geom, weight_shape, fn, "weight")
+                                == "shifted"):
         # both passes in one sweep over the tiles (δ on the flat layout built once)
         dx, dweight = shifted_backward(dy, geom, call.padding_mode, x=call.x, weight=call.weight)
     elif dx_method == "auto":   # the kernel the pass picks; its im2col form is the fold
@@ -813,29 +816,6 @@ def conv_grad(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_
         dweight = _conv_weight_grad(call.x, dy, geom, call.padding_mode, algorithm)
     dbias = bias_grad(dy) if bias else None
     return _grads(dx, dweight, dbias, call.unbatched, call.result_dtype)
-
-
-# Images of at least this many positions take dx into the shifted sweep with dW, where dx
-# alone would run Winograd (``_shifted_sweep``).
-SWEEP_OVER_WINOGRAD_POSITIONS = 784
-
-
-def _shifted_sweep(geom: _args.Geometry, weight_shape, mode: str, algorithm: str) -> bool:
-    """Whether ``conv_grad`` computes dx and dW in one sweep of the shifted kernel
-    (``shifted_backward`` with both): where both passes pick it, and, for "auto", also where
-    dW picks it and dx alone would run Winograd on an image of at least
-    ``SWEEP_OVER_WINOGRAD_POSITIONS`` positions. The sweep's dX̃ GEMM reuses the stack of
-    shifted δ that dW's GEMM needs anyway, which outweighs Winograd's fewer multiplies there
-    (``conv_grad`` ms, N=8 float32, medians of 30-70 interleaved pairs, Winograd dx then
-    shifted dW against the sweep, normal mode: 128@28 11.3-12.2 vs 10.9-11.4, 80@40 10.6 vs
-    10.1, 112@28 9.3 vs 9.1; the VM's slow mode: 128@28 15.3-16.7 vs 13.8-14.1, 80@40 16.7
-    vs 12.5) but not on smaller images (160@20 9.4 vs 11.0, 256@14 11.1-11.5 vs 12.0-12.5,
-    192@14 7.0 either way)."""
-    dx_kernel = select_algorithm(algorithm, geom, weight_shape, "conv_grad", "input", mode)
-    if select_algorithm(algorithm, geom, weight_shape, "conv_grad", "weight") != "shifted":
-        return False
-    return dx_kernel == "shifted" or (algorithm == "auto" and dx_kernel == "winograd"
-                                      and _args.prod(geom.out_size) >= SWEEP_OVER_WINOGRAD_POSITIONS)
 
 
 def bias_grad(dy: np.ndarray) -> np.ndarray:
