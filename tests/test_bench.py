@@ -57,7 +57,11 @@ def test_quick_suite_json_with_torch(tmp_path):
         # same arrays, same maths: the results agree to float32 accuracy (loose: a sanity
         # check of the harness, the conformance tests check the values tightly)
         assert max(record["max_rel_err_vs_torch"].values()) < 1e-4
+        assert len(record["blas_probe_gflops"]) == 2 and min(record["blas_probe_gflops"]) > 0
     summary = data["summary"]
+    probes = [g for record in data["layers"] for g in record["blas_probe_gflops"]]
+    assert summary["blas_probe_gflops"] == {"min": min(probes), "max": max(probes)}
+    assert set(summary["blas_slow_layers"]) <= set(QUICK_NAMES)
     assert summary["layers_compared"] == 3
     ratios = [record["ratio_fwdbwd"] for record in data["layers"]]
     assert summary["geomean_ratio_fwdbwd"] == pytest.approx(math.prod(ratios) ** (1 / 3))
@@ -75,6 +79,8 @@ def test_no_torch_in_process(tmp_path, capsys):
     for row in rows:  # torch ms and ratio columns are "-"
         cells = row.replace("|", " ").split()
         assert cells[3] == cells[4] == cells[7] == cells[8] == "-"
+        assert int(cells[-1]) > 0                                  # the BLAS probe, GFLOP/s
+    assert "BLAS probe" in printed
     data = _load(out)
     assert data["config"]["torch"] is False
     for record in data["layers"]:
@@ -178,6 +184,35 @@ def test_workspace_bytes_excludes_the_result():
         return scratch[:2**17].copy()       # 1 MiB result
     ws = bench.workspace_bytes(call)
     assert 8 * 2**20 <= ws < 8.5 * 2**20
+
+
+def _fake_record(name: str, probes) -> dict:
+    return {"name": name, "busy_rounds": [0.0], "ratio_fwd": 1.0, "ratio_fwdbwd": 1.0,
+            "npconv": {"fwdbwd_gflops": 100.0}, "blas_probe_gflops": list(probes),
+            "dropped_rounds": 0, "contended_rounds_kept": 0, "idle_cap_hits": 0,
+            "max_rel_err_vs_torch": None}
+
+
+def test_blas_probe_names_the_layers_measured_in_a_slow_spell():
+    # 240 GFLOP/s best in the run: a layer whose probe fell to 120 (before or after its
+    # rounds) is named; 200 (83%) is not
+    records = [_fake_record("a", (240, 236)), _fake_record("b", (238, 120)),
+               _fake_record("c", (200, 210)), _fake_record("d", (125, 130))]
+    summary = bench.summarise(records, 0.0, 1.0)
+    assert summary["blas_probe_gflops"] == {"min": 120, "max": 240}
+    assert summary["blas_slow_layers"] == ["b", "d"]
+    warning = next(line for line in bench._summary_lines(summary, records, 0.15) if "BLAS probe ran below" in line)
+    assert "below 70%" in warning and warning.split(" around ", 1)[1].split(":", 1)[0] == "b, d"
+    steady = [_fake_record("a", (240, 236)), _fake_record("c", (200, 210))]
+    summary = bench.summarise(steady, 0.0, 1.0)
+    assert summary["blas_slow_layers"] == []
+    assert not any("BLAS probe ran below" in line for line in bench._summary_lines(summary, steady, 0.15))
+
+
+def test_blas_probe_measures_the_probe_gemm():
+    assert bench.blas_probe(reps=1) > 0
+    a, b, out = bench._probe_operands()
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-5, atol=1e-4)   # it ran the product
 
 
 def test_machine_state_helpers():

@@ -39,6 +39,12 @@ see ``benchmarks/README.md``):
   busy machine slows PyTorch most (an OpenMP barrier waits for a descheduled
   thread: a 0.3 ms convolution was measured at 5-50 ms), so ratios from a run
   with a high busy share are not meaningful;
+* the machine's own state: a BLAS probe (``blas_probe``, a batch of small GEMMs) runs
+  just before and after each layer's rounds and its lower figure is the ``blas`` column;
+  a layer whose probe fell below 70% of the run's best is named in a warning. On the
+  project's VM, OpenBLAS's two threads run that batch at one thread's speed in spells of
+  minutes that no process accounts for (``busy`` stays near 0), and npconv's rows then
+  slow by 1.2-2x while torch's do not;
 * malloc: with glibc's adaptive mmap threshold, whether a large temporary is
   page-faulted afresh on every call depends on what the *other* library
   allocated before. The bench therefore runs in a child process with
@@ -61,6 +67,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -89,6 +96,13 @@ IDLE_CPU_SHARE = 0.1      # "idle": CPU time < 10% of one core over a window
 QUIET_WINDOW_S = 0.100    # window for "other processes are quiet" before a layer
 QUIET_CAP_S = 2.0         # give up waiting for a quiet machine after this long
 LONG_CALL_S = 1.0         # calls longer than this get 3 reps instead of 5 (unless --reps)
+# The BLAS probe, run before and after each layer's rounds: a batch of small float32 GEMMs,
+# (batch, M, K, N), the shape whose speed on OpenBLAS's two threads halves in the slow
+# spells of the project's VM (docs/performance.md, "Two modes of this VM") while torch's
+# convolutions keep theirs; a layer whose probe fell below BLAS_SLOW_SHARE of the run's
+# best is named in a warning.
+BLAS_PROBE_SHAPE = (32, 128, 128, 210)
+BLAS_SLOW_SHARE = 0.7
 
 
 # ----------------------------------------------------------------------
@@ -214,6 +228,38 @@ class BusyMeter:
             return None
         others = (end[0] - self._start[0]) - (end[2] - self._start[2])
         return min(1.0, max(0.0, others / (end[1] - self._start[1])))
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_operands():
+    batch, m, k, n = BLAS_PROBE_SHAPE
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((batch, m, k), dtype=np.float32),
+            rng.standard_normal((batch, k, n), dtype=np.float32),
+            np.empty((batch, m, n), dtype=np.float32))
+
+
+def _probe_text() -> str:
+    batch, m, k, n = BLAS_PROBE_SHAPE
+    return f"{batch} x ({m}x{k})@({k}x{n}) float32"
+
+
+def blas_probe(reps: int = 3) -> float:
+    """GFLOP/s of NumPy's BLAS, under the thread limit in force, on ``BLAS_PROBE_SHAPE``:
+    the median of ``reps`` timed calls after an untimed one (~1 ms each on 2 cores).
+
+    It tells a row measured while the machine ran BLAS's threads slowly from one measured
+    at full speed; it is not part of either library's time.
+    """
+    a, b, out = _probe_operands()
+    np.matmul(a, b, out=out)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    batch, m, k, n = BLAS_PROBE_SHAPE
+    return 2 * batch * m * k * n / statistics.median(times) / 1e9
 
 
 def cpu_stall_us():
@@ -441,6 +487,7 @@ def run_layer(layer: Layer, options, torch=None) -> dict:
     # Rounds run until `reps` uncontended ones are in, or 3·reps rounds in all;
     # each contended round is followed by another wait for quiet.
     rounds = []
+    probe_before = blas_probe()
     layer_meter = BusyMeter()
     while sum(not r["contended"] for r in rounds) < reps and len(rounds) < 3 * reps:
         meter = BusyMeter()
@@ -462,6 +509,7 @@ def run_layer(layer: Layer, options, torch=None) -> dict:
         if score > 1.0:
             wait_quiet(options.max_busy, cap=options.quiet_wait)
     # Keep the uncontended rounds; if too few, complete them with the least contended.
+    probe_after = blas_probe()
     kept = sorted(rounds, key=lambda r: (r["contended"], r["score"]))[:reps]
     kept.sort(key=rounds.index)
     busy_rounds = [r["share"] for r in kept]
@@ -489,7 +537,9 @@ def run_layer(layer: Layer, options, torch=None) -> dict:
               # share of each library's timed calls during which some task waited for a CPU (PSI)
               "cpu_stall_share": ({library: stall / wall for library, (stall, wall) in stall_sums.items()}
                                   if stall_known else None),
-              "workspace_mib": workspace, "max_rel_err_vs_torch": errors}
+              "workspace_mib": workspace, "max_rel_err_vs_torch": errors,
+              # GFLOP/s of the BLAS probe just before and just after the timed rounds
+              "blas_probe_gflops": [probe_before, probe_after]}
     for library in ("npconv", "torch"):
         if (library, "fwd") not in times:
             record[library] = None
@@ -592,17 +642,20 @@ def _header(config: dict, env: dict) -> list:
         "(< 1: npconv faster)",
         "ws MiB: tracemalloc peak during one npconv call minus its result arrays (fwd call / grad call)"
         + (f"; workspace limit {env['workspace_limit_mib']:g} MiB" if env["workspace_limit_mib"] else ""),
+        f"blas: GFLOP/s of a probe, NumPy's BLAS on {_probe_text()}, the lower of its runs just before "
+        "and after the layer's rounds (a machine-state check, in neither library's time)",
     ]
     return lines
 
 
-_COLUMNS = ("{:<24} {:>9} {:>6} {:>9} {:>6} | {:>9} {:>6} {:>9} {:>6} | {:>13} {:>5}")
+_COLUMNS = ("{:<24} {:>9} {:>6} {:>9} {:>6} | {:>9} {:>6} {:>9} {:>6} | {:>13} {:>5} {:>5}")
+_RULE = "-" * len(_COLUMNS.format(*[""] * 12))
 
 
 def _table_head() -> list:
     return [_COLUMNS.format("layer", "np fwd ms", "GF/s", "torch ms", "ratio",
-                            "np f+b ms", "GF/s", "torch ms", "ratio", "ws MiB f/b", "busy"),
-            "-" * 114]
+                            "np f+b ms", "GF/s", "torch ms", "ratio", "ws MiB f/b", "busy", "blas"),
+            _RULE]
 
 
 def _fmt(value, spec: str) -> str:
@@ -619,7 +672,8 @@ def _row(record: dict) -> str:
         _fmt(t_rec.get("fwd_ms"), ".2f"), _fmt(record["ratio_fwd"], ".2f"),
         _fmt(np_rec["fwdbwd_ms"], ".2f"), _fmt(np_rec["fwdbwd_gflops"], ".1f"),
         _fmt(t_rec.get("fwdbwd_ms"), ".2f"), _fmt(record["ratio_fwdbwd"], ".2f"),
-        f"{ws['fwd']:.1f}/{ws['bwd']:.1f}", "-" if busy is None else f"{busy:.0%}")
+        f"{ws['fwd']:.1f}/{ws['bwd']:.1f}", "-" if busy is None else f"{busy:.0%}",
+        f"{min(record['blas_probe_gflops']):.0f}")
 
 
 def _geomean(values):
@@ -635,6 +689,9 @@ def summarise(records: list, busy_run, elapsed: float) -> dict:
     """
     kept = [share for r in records for share in r["busy_rounds"]]
     busy = None if not kept or None in kept else statistics.fmean(kept)
+    probes = [g for r in records for g in r["blas_probe_gflops"]]
+    best = max(probes) if probes else None
+    slow = [r["name"] for r in records if min(r["blas_probe_gflops"]) < BLAS_SLOW_SHARE * best]
     timed = [r for r in records if r["ratio_fwdbwd"] is not None]
     worst = max(timed, key=lambda r: r["ratio_fwdbwd"]) if timed else None
     return {"geomean_ratio_fwd": _geomean([r["ratio_fwd"] for r in records]),
@@ -643,11 +700,13 @@ def summarise(records: list, busy_run, elapsed: float) -> dict:
             {"name": worst["name"], "ratio_fwd": worst["ratio_fwd"], "ratio_fwdbwd": worst["ratio_fwdbwd"]},
             "layers_compared": len(timed),
             "geomean_npconv_gflops_fwdbwd": _geomean([r["npconv"]["fwdbwd_gflops"] for r in records]),
-            "busy": busy, "busy_run": busy_run, "elapsed_s": elapsed}
+            "busy": busy, "busy_run": busy_run, "elapsed_s": elapsed,
+            "blas_probe_gflops": {"min": min(probes), "max": best} if probes else None,
+            "blas_slow_layers": slow}
 
 
 def _summary_lines(summary: dict, records: list, max_busy: float) -> list:
-    lines = ["-" * 114]
+    lines = [_RULE]
     if summary["layers_compared"]:
         worst = summary["worst_layer"]
         lines.append(f"geomean ratio npconv/torch over {summary['layers_compared']} layer(s): "
@@ -664,6 +723,15 @@ def _summary_lines(summary: dict, records: list, max_busy: float) -> list:
                  f"{'-' if busy is None else f'{busy:.1%}'}, over the whole run: "
                  f"{'-' if busy_run is None else f'{busy_run:.0%}'}; rounds dropped: {dropped}; "
                  f"idle waits that hit the cap: {misses}; elapsed {summary['elapsed_s']:.0f} s")
+    probe = summary["blas_probe_gflops"]
+    if probe is not None:
+        lines.append(f"BLAS probe ({_probe_text()}) around the layers: "
+                     f"{probe['min']:.0f}-{probe['max']:.0f} GFLOP/s")
+    if summary["blas_slow_layers"]:
+        lines.append(f"WARNING: the BLAS probe ran below {BLAS_SLOW_SHARE:.0%} of its best around "
+                     f"{', '.join(summary['blas_slow_layers'])}: NumPy's BLAS threads ran slower than in "
+                     "the rest of the run (the project's VM has such spells, docs/performance.md), so "
+                     "those rows do not show npconv's usual speed")
     if contended:
         lines.append(f"WARNING: {contended} contended round(s) had to be kept (too few quiet ones); "
                      "see contended_rounds_kept per layer in --json")
