@@ -361,16 +361,25 @@ def _mask_wraps(cols: np.ndarray, lay: Layout) -> None:
     measured 1-2% slower on conv3d)."""
     if not lay.wrap:
         return
+    by_pos = cols.reshape(cols.shape[:-1] + (cols.shape[-1] // lay.row[0],) + lay.size[1:])  # (C, *k, n, rows, *T')
+    for index in _wrap_indices(lay, by_pos.ndim):
+        by_pos[index] = 0
+
+
+@functools.lru_cache(maxsize=256)
+def _wrap_indices(lay: Layout, ndim: int) -> tuple:
+    """The index of each strided fill of ``_mask_wraps`` into ``(C, *k, n, rows, *T')`` (cached:
+    built per tile, they cost as much Python as the fills' own calls)."""
     d = len(lay.size)
-    inner = lay.size[1:]
-    by_pos = cols.reshape(cols.shape[:-1] + (cols.shape[-1] // lay.row[0],) + inner)  # (C, *k, n, rows, *T')
+    indices = []
     for i in range(1, d):
         for m, a, b in lay.wrap[i]:
             for o in itertools.chain(range(a), range(b, lay.out_size[i])):
-                index = [slice(None)] * by_pos.ndim
+                index = [slice(None)] * ndim
                 index[1 + i] = m                             # the offset's rows of X̃
                 index[d + 2 + i] = o                         # its output position in dim i
-                by_pos[tuple(index)] = 0
+                indices.append(tuple(index))
+    return tuple(indices)
 
 
 @functools.lru_cache(maxsize=256)
@@ -534,11 +543,19 @@ def _inner_cols(images, geom: _args.Geometry, inner_geom, lay: Layout, rows: sli
     return parts
 
 
-def _offset_windows(rows: slice, reach: slice, group: _Taps, row_len: int) -> list:
+def _offset_windows(rows: slice, reach: slice, group: _Taps, row_len: int) -> tuple:
     """``(j, src, dst, whole)`` for each first-dim offset ``j`` of ``group`` that reads a row of
     ``reach`` (the rows of its ``X̃_0``; output row ``r`` reads row ``r + j·u_step``): the
     columns ``src`` of ``X̃_0`` (or of ``Z_a``) it reads for the output columns ``dst`` of
     ``rows``, and whether those are all of them. Widest first."""
+    # cached by value (slices do not hash before Python 3.12): the same for every tile
+    return _windows(rows.start, rows.stop, reach.start, reach.stop, group, row_len)
+
+
+@functools.lru_cache(maxsize=256)
+def _windows(rows_start: int, rows_stop: int, reach_start: int, reach_stop: int, group: _Taps,
+             row_len: int) -> tuple:
+    rows, reach = slice(rows_start, rows_stop), slice(reach_start, reach_stop)
     windows = []
     for j in range(group.count):
         shift = j * group.u_step
@@ -549,7 +566,7 @@ def _offset_windows(rows: slice, reach: slice, group: _Taps, row_len: int) -> li
             windows.append((j, slice(first * row_len, (first + stop - start) * row_len),
                             slice((start - rows.start) * row_len, (stop - rows.start) * row_len),
                             (start, stop) == (rows.start, rows.stop)))
-    return sorted(windows, key=lambda w: w[2].start - w[2].stop)
+    return tuple(sorted(windows, key=lambda w: w[2].start - w[2].stop))
 
 
 def _stacked_weight(weight: np.ndarray, groups: int, group: _Taps) -> np.ndarray:
